@@ -1,0 +1,83 @@
+"""memory-bridge: Twilio callbacks in, lifecycle events out to Conversation Memory."""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app import callbacks, config, logs
+from app.buffer import Buffer, connect
+from app.errors import CallbackError, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """What every request needs: settings, the buffer, the signing tokens."""
+
+    settings: config.Settings
+    buffer: Buffer
+    tokens: tuple[str, ...]
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the web app: defaults, then the environment, then ``overrides``."""
+    settings = config.load(overrides).check()
+    logs.configure(settings.log_format, settings.log_level, settings.secrets)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    buffer = Buffer(connect(settings.redis_url), settings.key_prefix)
+    app.extensions["memory_bridge"] = Bridge(
+        settings, buffer, (settings.twilio_auth_token,)
+    )
+    callbacks.init_app(app)
+    _init_errors(app)
+    app.add_url_rule("/healthz", "healthz", _healthz)
+
+    return app
+
+
+def _healthz() -> Response:
+    """Say that the process is up."""
+    return jsonify(status="ok")
+
+
+def _init_errors(app: Flask) -> None:
+    """Answer refused callbacks with a clear 4xx, and Redis outages with a 503."""
+
+    @app.errorhandler(CallbackError)
+    def refused(error: CallbackError) -> tuple[Response, int]:
+        logs.log(
+            logger,
+            "callback.refused",
+            logging.WARNING,
+            path=request.path,
+            status=error.status,
+            reason=error.reason,
+            detail=str(error),
+        )
+        return jsonify(error=error.reason, message=str(error)), error.status
+
+    @app.errorhandler(StoreUnavailable)
+    def unavailable(error: StoreUnavailable) -> tuple[Response, int]:
+        logs.log(logger, "callback.unstored", logging.ERROR, detail=str(error))
+        body = jsonify(error="store_unavailable", message="Not stored; try again.")
+        return body, 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 500
+        logs.log(
+            logger,
+            "request.refused",
+            logging.WARNING,
+            path=request.path,
+            status=status,
+            reason=error.name,
+        )
+        return jsonify(error=error.name, message=error.description), status

@@ -1,0 +1,122 @@
+"""The web side: Twilio posts callbacks here, and each is stored or refused.
+
+One callback takes five steps: verify the signature, translate the form into
+lifecycle events, route them to a store and profile, admit them to Redis in one
+round trip, and answer. A 2xx means the events are in Redis.
+"""
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from app import contract, routing, signature
+from app.errors import CallbackError
+from app.logs import log, mask
+from app.translate import Event, translate
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
+
+FORM = "application/x-www-form-urlencoded"
+# Inbound message webhooks expect TwiML back; an empty Response sends no reply.
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+@bp.post("/messaging")
+def messaging() -> Response:
+    """Take a Messaging status callback or an inbound message webhook."""
+    return _take("messaging")
+
+
+@bp.post("/voice")
+def voice() -> Response:
+    """Take a Voice call status callback."""
+    return _take("voice")
+
+
+def _take(kind: str) -> Response:
+    """Verify, translate, route, admit and answer one callback."""
+    started = time.perf_counter()
+    received = datetime.now(UTC)
+    bridge = current_app.extensions["memory_bridge"]
+    settings = bridge.settings
+    if request.mimetype != FORM:
+        raise CallbackError(
+            f"Content-Type {request.mimetype or '(none)'} is not {FORM}.",
+            reason="content_type",
+            status=415,
+        )
+    form = request.form
+
+    url = signature.public_url(request.environ, settings.public_base_url)
+    signature.verify(
+        url, form, request.headers.get(signature.HEADER, ""), bridge.tokens
+    )
+
+    conversation = routing.conversation_for(request.args)
+    translation = translate(kind, form, received, conversation)
+    _check(translation.events)
+
+    member, counts = "", (0, 0, 0)
+    if translation.events:
+        store = routing.store_for(request.args, settings.memory_store_id)
+        member = routing.member_for(request.args, store, translation.customer)
+        rows = [
+            (e.communication, e.status, e.rank, _json(e)) for e in translation.events
+        ]
+        counts = bridge.buffer.admit(
+            member, rows, linger_ms=settings.linger_ms, comm_ttl_s=settings.dedupe_ttl_s
+        )
+
+    log(
+        logger,
+        "callback.accepted",
+        kind=kind,
+        status=translation.status,
+        sid=_sid(form),
+        customer=mask(translation.customer),
+        admitted=counts[0],
+        duplicate=counts[1],
+        stale=counts[2],
+        parked=counts[0] if translation.events and not member else 0,
+        ignored=translation.ignored or None,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+    return _answer(translation.status)
+
+
+def _check(events: list[Event]) -> None:
+    """Refuse the callback if any event would not pass the Memory API's contract."""
+    for event in events:
+        found = contract.problems(event.body)
+        if found:
+            raise CallbackError(
+                "The callback gives an event the Memory API would refuse: "
+                + "; ".join(found),
+                reason="invalid_event",
+            )
+
+
+def _json(event: Event) -> str:
+    return json.dumps(event.body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sid(form: dict[str, str]) -> str:
+    return form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid") or ""
+
+
+def _answer(status: str) -> Response:
+    """Answer 204, or empty TwiML to an inbound message webhook."""
+    if status in ("received", "receiving"):
+        return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+    return Response(status=204)
+
+
+def init_app(app: Flask) -> None:
+    """Register the callback endpoints."""
+    app.register_blueprint(bp)

@@ -1,0 +1,152 @@
+"""The ``memory-bridge`` command: run the bridge, its parts, and its helpers."""
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from dotenv import load_dotenv
+from twilio.request_validator import RequestValidator
+
+from app import config
+from app.errors import ConfigError
+from app.localmode import LOCAL_ACCOUNT_SID
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen subcommand."""
+    load_dotenv(Path.cwd() / ".env")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as error:
+        print(f"memory-bridge: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memory-bridge", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="web, worker and (if needed) Redis together")
+    run.add_argument("--port", type=int, default=8000, help="web port (8000)")
+    run.add_argument("--host", default="127.0.0.1", help="web address (127.0.0.1)")
+    run.add_argument("--data", default="var", help="embedded Redis data folder (var)")
+    run.set_defaults(func=_run)
+
+    web = sub.add_parser("web", help="the web process (gunicorn)")
+    web.set_defaults(func=_web)
+    worker = sub.add_parser("worker", help="the worker process (RQ worker)")
+    worker.set_defaults(func=_worker)
+
+    sample = sub.add_parser("sample", help="post a signed sample callback")
+    sample.add_argument("--url", default="http://127.0.0.1:8000/twilio/messaging")
+    sample.add_argument(
+        "--status", default="delivered", help="MessageStatus/CallStatus"
+    )
+    sample.add_argument("--to", default="+15005550006", help="the customer (To)")
+    sample.add_argument("--from", dest="sender", default="+15005550001")
+    sample.add_argument("--sid", default="", help="MessageSid or CallSid (random)")
+    sample.add_argument("--curl", action="store_true", help="print curl, do not post")
+    sample.set_defaults(func=_sample)
+
+    fake = sub.add_parser("fake-memory-api", help="the stand-in Memory API")
+    fake.add_argument("args", nargs=argparse.REMAINDER, help="see --help of it")
+    fake.set_defaults(func=_fake_memory_api)
+
+    return parser
+
+
+def _web(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn serving the app."""
+    config.load().check()
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf"]
+    os.execv(sys.executable, [*command, "app:create_app()"])
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run the RQ worker with its scheduler and Pump."""
+    from jobs.worker import run
+
+    run()
+    return 0
+
+
+def _fake_memory_api(args: argparse.Namespace) -> int:
+    """Serve the stand-in Memory API in the foreground."""
+    from app import standin
+
+    return int(standin.main(args.args) or 0)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    """Sign a sample callback with TWILIO_AUTH_TOKEN and post it (or print curl)."""
+    kind = (
+        "voice"
+        if urlsplit(args.url).path.rstrip("/").endswith("/voice")
+        else "messaging"
+    )
+    sid = args.sid or ("CA" if kind == "voice" else "SM") + uuid.uuid4().hex
+    form = {
+        "AccountSid": os.environ.get("TWILIO_ACCOUNT_SID", LOCAL_ACCOUNT_SID),
+        "From": args.sender,
+        "To": args.to,
+    }
+    if kind == "voice":
+        form |= {"CallSid": sid, "CallStatus": args.status, "Direction": "outbound-api"}
+    else:
+        form |= {"MessageSid": sid, "MessageStatus": args.status}
+    token = os.environ.get("TWILIO_AUTH_TOKEN") or config.LOCAL_AUTH_TOKEN
+    signed_url = _public_url(args.url)
+    signature = RequestValidator(token).compute_signature(signed_url, form)
+    body = urlencode(form)
+
+    if args.curl:
+        print(f"curl -i -X POST '{args.url}' -H 'X-Twilio-Signature: {signature}' \\")
+        print(f"  --data '{body}'")
+        return 0
+    request = urllib.request.Request(
+        args.url,
+        data=body.encode(),
+        headers={
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(f"{response.status} {kind} {sid} {args.status}: stored")
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"{error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+    except urllib.error.URLError as error:
+        print(f"could not reach {args.url}: {error.reason}", file=sys.stderr)
+
+    return 1
+
+
+def _public_url(url: str) -> str:
+    """Return the URL Twilio would sign: PUBLIC_BASE_URL plus the path, if set."""
+    base = os.environ.get("PUBLIC_BASE_URL", "")
+    if not base:
+        return url
+    parts = urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+
+    return base.rstrip("/") + tail
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Bring up Redis (if REDIS_URL is unset), the web and the worker together."""
+    from app import localmode
+
+    return localmode.run(args.host, args.port, Path(args.data))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

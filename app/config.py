@@ -1,0 +1,141 @@
+"""Settings: defaults, then the environment (and a ``.env`` file), then a mapping.
+
+Every setting is one row of the configuration table in README.md. A required
+setting that is missing stops start-up with a message naming the variable.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from app.errors import ConfigError
+
+DEFAULT_MEMORY_BASE_URL = "https://memory.twilio.com"
+# The token local mode signs and checks with; it guards nothing real.
+LOCAL_AUTH_TOKEN = "local-mode-auth-token"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the web and worker processes need to know, read once at start-up."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    public_base_url: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_api_key_sid: str = ""
+    twilio_api_key_secret: str = ""
+    memory_base_url: str = DEFAULT_MEMORY_BASE_URL
+    memory_store_id: str = ""
+    # Long enough that the callbacks of one send (queued, sent, delivered arrive
+    # within a second or two) share a POST; short enough that nobody waits.
+    linger_ms: int = 1000
+    batch_max: int = 1000
+    delivery_concurrency: int = 16
+    http_timeout_s: float = 10.0
+    drain_seconds: float = 10.0
+    poll_ms: int = 100
+    retry_base_s: float = 1.0
+    retry_max_s: float = 300.0
+    dedupe_ttl_s: int = 3 * 24 * 3600
+    profile_cache_ttl_s: int = 24 * 3600
+    dead_letter_ttl_s: int = 30 * 24 * 3600
+    max_body_bytes: int = 64 * 1024
+    key_prefix: str = "mb"
+    queue_name: str = "memory-bridge"
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @property
+    def memory_credentials(self) -> tuple[str, str]:
+        """Return the Basic auth pair for the Memory API: API key first."""
+        if self.twilio_api_key_sid and self.twilio_api_key_secret:
+            return self.twilio_api_key_sid, self.twilio_api_key_secret
+
+        return self.twilio_account_sid, self.twilio_auth_token
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Return the values that must never reach a log line."""
+        values = (self.twilio_auth_token, self.twilio_api_key_secret)
+        return tuple(v for v in values if v)
+
+    def check(self) -> "Settings":
+        """Raise ConfigError naming the first setting that is missing or malformed."""
+        if not self.twilio_auth_token:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is not set: the bridge needs it to check each "
+                "callback's signature. Set it to your account's auth token."
+            )
+        user, password = self.memory_credentials
+        if not (user and password):
+            raise ConfigError(
+                "No Memory API credentials: set TWILIO_API_KEY_SID and "
+                "TWILIO_API_KEY_SECRET, or TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN."
+            )
+        if not 1 <= self.batch_max <= 1000:
+            raise ConfigError("BRIDGE_BATCH_MAX must be 1 to 1000 (the API's limit).")
+        for name in ("memory_base_url", "public_base_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{_env_name(name)}={value!r} is not a URL: "
+                    "give it with its scheme, like https://bridge.example.com."
+                )
+
+        return self
+
+
+_ENV_NAMES = {
+    "redis_url": "REDIS_URL",
+    "public_base_url": "PUBLIC_BASE_URL",
+    "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_api_key_sid": "TWILIO_API_KEY_SID",
+    "twilio_api_key_secret": "TWILIO_API_KEY_SECRET",
+    "memory_base_url": "MEMORY_BASE_URL",
+    "memory_store_id": "MEMORY_STORE_ID",
+    "log_format": "LOG_FORMAT",
+    "log_level": "LOG_LEVEL",
+}
+
+
+def _env_name(field: str) -> str:
+    """Return the environment variable that sets ``field``."""
+    return _ENV_NAMES.get(field, f"BRIDGE_{field.upper()}")
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, then ``environ``, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        raw = environ.get(_env_name(field.name))
+        if raw not in (None, ""):
+            values[field.name] = _coerce(field.name, field.type, raw)
+    for key, value in (overrides or {}).items():
+        name = key.lower()
+        if name not in {f.name for f in fields(Settings)}:
+            raise ConfigError(f"Unknown setting {key!r}: see the table in README.md.")
+        values[name] = value
+
+    return Settings(**values)
+
+
+def _coerce(name: str, kind: Any, raw: str) -> Any:
+    """Turn the text of an environment variable into the setting's type."""
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError as error:
+        raise ConfigError(
+            f"{_env_name(name)}={raw!r} is not a number: give a plain number."
+        ) from error
+
+    return raw.strip()

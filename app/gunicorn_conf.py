@@ -1,0 +1,22 @@
+"""gunicorn settings for the web process (``gunicorn -c python:app.gunicorn_conf``).
+
+Twilio gives up on a callback after 15 s, so every timeout here is well under it.
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 10
+graceful_timeout = 8
+keepalive = 5
+# Which peers may set X-Forwarded-Proto and friends (a comma list of IPs or "*").
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# The app writes one line per request itself; gunicorn's access log would repeat it.
+accesslog = None
+errorlog = "-"
+# gunicorn 24+ opens a control socket in the home folder; the bridge needs none,
+# and several bridges on one machine would share its path.
+control_socket_disable = True

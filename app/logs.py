@@ -1,0 +1,78 @@
+"""Logging: an event name plus key=value fields, JSON in production.
+
+Call ``log(logger, "batch.delivered", events=3)``. Phone numbers go through
+``mask()`` before they become a field; secrets registered with ``configure()``
+are replaced wherever they would appear in a line.
+"""
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+
+def mask(address: str | None) -> str:
+    """Return ``address`` with all but its last 4 characters hidden."""
+    if not address:
+        return ""
+    keep = address[-4:] if len(address) > 4 else ""
+
+    return "*" * (len(address) - len(keep)) + keep
+
+
+def log(
+    logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any
+) -> None:
+    """Write one line: the event name and its fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": fields})
+
+
+class _Formatter(logging.Formatter):
+    """Render a record as JSON or as ``event key=value``, with secrets scrubbed."""
+
+    def __init__(self, as_json: bool, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.as_json = as_json
+        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            k: v for k, v in getattr(record, "fields", {}).items() if v is not None
+        }
+        event = record.getMessage()
+        if record.exc_info:
+            fields = {**fields, "error": self.formatException(record.exc_info)}
+        if self.as_json:
+            line = json.dumps(
+                {
+                    "ts": round(record.created, 3),
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "event": event,
+                    **fields,
+                },
+                default=str,
+            )
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"{stamp} {record.levelname.lower():7} {event} {pairs}".rstrip()
+
+        return self._scrub(line)
+
+    def _scrub(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret, "***")
+
+        return line
+
+
+def configure(fmt: str, level: str, secrets: tuple[str, ...] = ()) -> None:
+    """Send every logger's lines to stderr in ``fmt`` ("json" or "text")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(fmt == "json", secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

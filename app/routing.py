@@ -1,0 +1,69 @@
+"""Decide where a callback's events go: a Memory store and a profile.
+
+The store is the ``storeId`` query parameter, else MEMORY_STORE_ID. The profile
+is the ``profileId`` query parameter, else the customer's phone number, which
+the worker resolves through the Profiles Lookup endpoint. A buffer is keyed by
+the pair, written ``store/id:profileId`` or ``store/phone:+1…``.
+"""
+
+import re
+from collections.abc import Mapping
+
+from app.contract import CONVERSATION_ID
+from app.errors import CallbackError, UnroutableError
+
+# Store and profile ids are TypeIDs; accept their alphabet, refuse anything else
+# (it would end up in a URL path and a Redis key).
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# A customer the Lookup can find by phone: E.164, or the digits of a short code.
+_PHONE = re.compile(r"^\+?[0-9]{3,15}$")
+
+
+def store_for(query: Mapping[str, str], default_store: str) -> str:
+    """Return the storeId for a callback, or raise UnroutableError."""
+    store = query.get("storeId", "") or default_store
+    if not store:
+        raise UnroutableError(
+            "No Memory store: add ?storeId=… to the callback URL, "
+            "or set MEMORY_STORE_ID.",
+            reason="no_store",
+        )
+    if not _ID.match(store):
+        raise CallbackError(f"storeId {store!r} is not an id.", reason="bad_store")
+
+    return store
+
+
+def conversation_for(query: Mapping[str, str]) -> str:
+    """Return the conversationId given in the query, or '' to derive one."""
+    given = query.get("conversationId", "")
+    if given and not CONVERSATION_ID.match(given):
+        raise CallbackError(
+            f"conversationId {given!r} does not match {CONVERSATION_ID.pattern}.",
+            reason="bad_conversation",
+        )
+
+    return given
+
+
+def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
+    """Return the buffer member of the profile, or '' when none can be named."""
+    profile = query.get("profileId", "")
+    if profile:
+        if not _ID.match(profile):
+            raise CallbackError(
+                f"profileId {profile!r} is not an id.", reason="bad_profile"
+            )
+        return f"{store}/id:{profile}"
+    if _PHONE.match(customer):
+        return f"{store}/phone:{customer}"
+
+    return ""
+
+
+def parse_member(member: str) -> tuple[str, str, str]:
+    """Split a member into its store, kind (``id`` or ``phone``) and value."""
+    store, _, ref = member.partition("/")
+    kind, _, value = ref.partition(":")
+
+    return store, kind, value

@@ -1,0 +1,50 @@
+"""Check that a callback was signed by Twilio.
+
+Twilio signs the exact URL it requested plus the sorted form parameters with
+HMAC-SHA1 keyed by the account's auth token ("Webhooks security" in Twilio's
+docs). So the URL is rebuilt from the configured public base URL and the raw
+path and query string as they arrived, never from a URL the framework rebuilt,
+and the form keeps every value of a repeated name.
+"""
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from twilio.request_validator import RequestValidator
+
+from app.errors import SignatureError
+
+HEADER = "X-Twilio-Signature"
+
+
+def public_url(environ: Mapping[str, object], base_url: str) -> str:
+    """Return the URL Twilio requested: ``base_url`` plus the raw path and query."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not isinstance(raw, str) or not raw.startswith("/"):
+        path = quote(f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}")
+        query = str(environ.get("QUERY_STRING", ""))
+        raw = f"{path}?{query}" if query else path
+    if not base_url:
+        scheme = environ.get("wsgi.url_scheme", "http")
+        base_url = f"{scheme}://{environ.get('HTTP_HOST', '')}"
+
+    return base_url.rstrip("/") + raw
+
+
+def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> None:
+    """Raise SignatureError unless ``signature`` signs ``url`` and ``form``.
+
+    ``form`` is a MultiDict (or any mapping with ``getlist``), so that repeated
+    names keep all their values as Twilio signed them.
+    """
+    if not signature:
+        raise SignatureError(f"{HEADER} is missing.", reason="signature_missing")
+    for token in tokens:
+        if RequestValidator(token).validate(url, form, signature):
+            return
+
+    raise SignatureError(
+        f"{HEADER} does not match: check PUBLIC_BASE_URL ({url} was checked) "
+        "and TWILIO_AUTH_TOKEN.",
+        reason="signature_invalid",
+    )

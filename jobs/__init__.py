@@ -1,0 +1,1 @@
+"""The worker side: RQ jobs that drain buffered events to the Memory API."""

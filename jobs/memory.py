@@ -1,0 +1,99 @@
+"""The Conversation Memory API, as the worker sees it: post events, look up profiles.
+
+This is the one place that speaks HTTP. A batch's answer becomes a ``Reply``; no
+answer at all (timeout, refused connection) becomes a Reply with status 0.
+"""
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+
+from app.contract import EVENT_TYPE
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The Memory API's answer to one request."""
+
+    status: int
+    body: str = ""
+    retry_after: float = 0.0
+
+    @property
+    def error(self) -> str:
+        """Return a short description of a failed answer, for logs and dead letters."""
+        if self.status == 0:
+            return f"no answer: {self.body}"[:300]
+
+        return f"{self.status}: {self.body}"[:300]
+
+
+class MemoryApi:
+    """A client of one Memory API base URL with one set of credentials."""
+
+    def __init__(
+        self, base_url: str, credentials: tuple[str, str], *, timeout: float, pool: int
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "User-Agent": "memory-bridge/0.1",
+        }
+        self._http = urllib3.PoolManager(
+            maxsize=pool,
+            block=True,
+            timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+            retries=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"MemoryApi({self.base_url!r}, credentials=***)"
+
+    def post_events(self, store: str, profile: str, events: list[str]) -> Reply:
+        """POST stored event JSON strings as one batch to a profile's Events."""
+        body = f'{{"type":"{EVENT_TYPE}","events":[{",".join(events)}]}}'
+        path = f"/v1/Stores/{quote(store)}/Profiles/{quote(profile)}/Events"
+
+        return self._request(path, body.encode())
+
+    def lookup_phone(self, store: str, phone: str) -> tuple[Reply, list[str]]:
+        """Look a phone number up; return the answer and the profile ids found."""
+        body = json.dumps({"idType": "phone", "value": phone}).encode()
+        reply = self._request(f"/v1/Stores/{quote(store)}/Profiles/Lookup", body)
+        if reply.status != 200:
+            return reply, []
+        try:
+            found: Any = json.loads(reply.body).get("profiles", [])
+        except (ValueError, AttributeError):
+            return Reply(502, f"Lookup answered with no JSON object: {reply.body}"), []
+
+        return reply, [str(p) for p in found if isinstance(p, str) and p]
+
+    def _request(self, path: str, body: bytes) -> Reply:
+        """POST ``body``; map every answer, and every failure to get one, to a Reply."""
+        try:
+            response = self._http.request(
+                "POST", self.base_url + path, body=body, headers=self._headers
+            )
+        except urllib3.exceptions.HTTPError as error:
+            return Reply(0, type(error).__name__)
+
+        return Reply(
+            response.status,
+            response.data.decode("utf-8", "replace")[:2000],
+            _retry_after(response.headers.get("Retry-After", "")),
+        )
+
+
+def _retry_after(raw: str) -> float:
+    """Read a Retry-After header given in seconds (RFC 9110, 10.2.3)."""
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return 0.0

@@ -1,0 +1,104 @@
+"""The worker process: an RQ worker that also notices when profiles fall due.
+
+Between jobs, RQ's worker blocks on its queue. ``BridgeWorker`` wakes from that
+wait every BRIDGE_POLL_MS (or sooner, when the next buffer falls due), and if a
+buffer or a retry is due and no drain job is waiting, it queues one. So the web
+never touches RQ, and a drain runs only when there is something to deliver.
+"""
+
+import logging
+import time
+from typing import Any
+
+from redis import Redis, RedisError
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import HerokuWorker
+
+from app import config, logs
+from app.buffer import Buffer, connect
+from jobs.drain import drain, queued_key
+
+logger = logging.getLogger(__name__)
+
+# RQ keeps a finished drain's result this long, and a failed one's traceback this
+# long: short, since a drain's outcome is in the buffers, not in its result.
+RESULT_TTL_S = 60
+FAILURE_TTL_S = 24 * 3600
+
+
+class Pump:
+    """Queues a drain job when a buffer or a retry falls due."""
+
+    def __init__(self, settings: config.Settings, redis: Redis, queue: Queue) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.queue = queue
+        self.buffer = Buffer(redis, settings.key_prefix)
+        # A drain that starts deletes this key; its lifetime bounds a lost job.
+        self.queued_ttl_ms = int((settings.drain_seconds + 60) * 1000)
+
+    def tick(self) -> float:
+        """Queue a drain if one is due; return how long to wait before the next tick."""
+        poll = self.settings.poll_ms / 1000
+        due_ms = self.buffer.next_due_ms()
+        if due_ms is None:
+            return poll
+        wait = due_ms / 1000 - time.time()
+        if wait > 0:
+            return max(0.01, min(poll, wait))
+
+        key = queued_key(self.settings.key_prefix)
+        if self.redis.set(key, "1", nx=True, px=self.queued_ttl_ms):
+            enqueue_drain(self.queue, self.settings)
+
+        return poll
+
+
+def enqueue_drain(queue: Queue, settings: config.Settings) -> Job:
+    """Put one drain job on the queue."""
+    return queue.enqueue(
+        drain,
+        job_timeout=int(settings.drain_seconds + 3 * settings.http_timeout_s + 30),
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description="drain due profiles",
+    )
+
+
+class BridgeWorker(HerokuWorker):
+    """HerokuWorker that runs the Pump while it waits for jobs."""
+
+    pump: Pump
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> Any:
+        """Wait for a job in short slices, ticking the Pump between them."""
+        while not self._stop_requested:
+            try:
+                wait = self.pump.tick()
+            except RedisError as error:
+                logs.log(
+                    logger, "pump.redis_unavailable", logging.WARNING, error=str(error)
+                )
+                wait = 1.0
+            # RQ returns None when max_idle_time passes with no job: our slice.
+            result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)  # type: ignore[arg-type]
+            if result is not None:
+                return result
+
+        return None
+
+
+def run() -> None:
+    """Start the worker process: RQ worker, scheduler and Pump."""
+    settings = config.load().check()
+    logs.configure(settings.log_format, settings.log_level, settings.secrets)
+    redis = connect(settings.redis_url, timeout=None)
+    queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+    worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker.pump = Pump(settings, connect(settings.redis_url, timeout=5.0), queue)
+    logs.log(logger, "worker.started", queue=settings.queue_name, name=worker.name)
+    worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
