@@ -80,7 +80,7 @@ class Settings:
             value = getattr(self, name)
             if value and not value.startswith(("http://", "https://")):
                 raise ConfigError(
-                    f"{_env_name(name)}={value!r} is not a URL: "
+                    f"{env_name(name)}={value!r} is not a URL: "
                     "give it with its scheme, like https://bridge.example.com."
                 )
 
@@ -101,7 +101,7 @@ _ENV_NAMES = {
 }
 
 
-def _env_name(field: str) -> str:
+def env_name(field: str) -> str:
     """Return the environment variable that sets ``field``."""
     return _ENV_NAMES.get(field, f"BRIDGE_{field.upper()}")
 
@@ -114,7 +114,7 @@ def load(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for field in fields(Settings):
-        raw = environ.get(_env_name(field.name))
+        raw = environ.get(env_name(field.name))
         if raw not in (None, ""):
             values[field.name] = _coerce(field.name, field.type, raw)
     for key, value in (overrides or {}).items():
@@ -135,7 +135,7 @@ def _coerce(name: str, kind: Any, raw: str) -> Any:
             return float(raw)
     except ValueError as error:
         raise ConfigError(
-            f"{_env_name(name)}={raw!r} is not a number: give a plain number."
+            f"{env_name(name)}={raw!r} is not a number: give a plain number."
         ) from error
 
     return raw.strip()

@@ -8,6 +8,7 @@ the bridge that the API would refuse.
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 # The body's ``type``; the schema also lists "twilio-communication-event".
@@ -43,8 +44,8 @@ def problems(event: Mapping[str, Any]) -> list[str]:
     found = [f"{name}: required" for name in REQUIRED if not event.get(name)]
     found += [f"{name}: not in the contract" for name in event if name not in FIELDS]
     for name, limit in MAX_LENGTH.items():
-        value = event.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
+        value = event.get(name, "")
+        if not isinstance(value, str) or len(value) > limit:
             found.append(f"{name}: must be a string of at most {limit} characters")
 
     checks = (
@@ -53,9 +54,10 @@ def problems(event: Mapping[str, Any]) -> list[str]:
         ("communicationId", COMMUNICATION_ID),
     )
     for name, pattern in checks:
-        value = event.get(name)
-        if value is not None and not pattern.match(str(value)):
-            found.append(f"{name}: {value!r} does not match {pattern.pattern}")
+        if name in event and not pattern.fullmatch(str(event[name])):
+            found.append(f"{name}: {event[name]!r} does not match {pattern.pattern}")
+    if not found and not _is_date_time(event["timestamp"]):
+        found.append(f"timestamp: {event['timestamp']!r} is not a date and time")
     if "direction" in event and event["direction"] not in DIRECTIONS:
         found.append(f"direction: must be one of {sorted(DIRECTIONS)}")
     for name in ("sender", "recipient"):
@@ -73,7 +75,17 @@ def _participant_problems(party: Any) -> list[str]:
     address = party["address"]
     if not isinstance(address, str) or not 0 < len(address) <= MAX_ADDRESS_LENGTH:
         found.append(f"address: must be 1 to {MAX_ADDRESS_LENGTH} characters")
-    if not PARTICIPANT_ID.match(str(party["participantId"])):
+    if not PARTICIPANT_ID.fullmatch(str(party["participantId"])):
         found.append(f"participantId: does not match {PARTICIPANT_ID.pattern}")
 
     return found
+
+
+def _is_date_time(value: str) -> bool:
+    """Tell whether a timestamp of the right shape names a real moment."""
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+
+    return True

@@ -28,7 +28,7 @@ def store_for(query: Mapping[str, str], default_store: str) -> str:
             "or set MEMORY_STORE_ID.",
             reason="no_store",
         )
-    if not _ID.match(store):
+    if not _ID.fullmatch(store):
         raise CallbackError(f"storeId {store!r} is not an id.", reason="bad_store")
 
     return store
@@ -37,7 +37,7 @@ def store_for(query: Mapping[str, str], default_store: str) -> str:
 def conversation_for(query: Mapping[str, str]) -> str:
     """Return the conversationId given in the query, or '' to derive one."""
     given = query.get("conversationId", "")
-    if given and not CONVERSATION_ID.match(given):
+    if given and not CONVERSATION_ID.fullmatch(given):
         raise CallbackError(
             f"conversationId {given!r} does not match {CONVERSATION_ID.pattern}.",
             reason="bad_conversation",
@@ -50,12 +50,12 @@ def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
     """Return the buffer member of the profile, or '' when none can be named."""
     profile = query.get("profileId", "")
     if profile:
-        if not _ID.match(profile):
+        if not _ID.fullmatch(profile):
             raise CallbackError(
                 f"profileId {profile!r} is not an id.", reason="bad_profile"
             )
         return f"{store}/id:{profile}"
-    if _PHONE.match(customer):
+    if _PHONE.fullmatch(customer):
         return f"{store}/phone:{customer}"
 
     return ""

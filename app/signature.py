@@ -21,7 +21,9 @@ def public_url(environ: Mapping[str, object], base_url: str) -> str:
     """Return the URL Twilio requested: ``base_url`` plus the raw path and query."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not isinstance(raw, str) or not raw.startswith("/"):
-        path = quote(f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}")
+        # PEP 3333: PATH_INFO holds the request's bytes decoded as latin-1.
+        path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+        path = quote(path, safe="/;=,", encoding="latin-1")
         query = str(environ.get("QUERY_STRING", ""))
         raw = f"{path}?{query}" if query else path
     if not base_url:

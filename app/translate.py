@@ -166,9 +166,10 @@ def _type(kind: str, form: Mapping[str, str], channel: str) -> str:
 def _call_direction(raw: str) -> str:
     """Map Twilio's call Direction (inbound, outbound-api, outbound-dial)."""
     raw = raw.strip().lower()
-    if raw == "inbound":
+    # SIP trunking: "terminating" calls come in from the trunk, "originating" go out.
+    if raw in ("inbound", "trunking-terminating"):
         return INBOUND
-    if raw.startswith("outbound"):
+    if raw.startswith("outbound") or raw == "trunking-originating":
         return OUTBOUND
 
     return ""

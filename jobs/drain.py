@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from redis import Redis
 
 from app import config
-from app.buffer import Batch, Buffer, Outcome, connect
+from app.buffer import STATS_TTL_S, Batch, Buffer, Outcome, connect
 from app.logs import log, mask
 from app.routing import parse_member
 from jobs.memory import MemoryApi, Reply
@@ -40,6 +40,8 @@ def drain() -> dict[str, int]:
 class Drainer:
     """Claims, delivers and settles batches for one drain."""
 
+    pool: ThreadPoolExecutor
+
     def __init__(self, settings: config.Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
@@ -54,7 +56,6 @@ class Drainer:
         self.profiles = Profiles(
             redis, self.api, settings.key_prefix, settings.profile_cache_ttl_s
         )
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="deliver")
 
     @property
     def lease_ms(self) -> int:
@@ -66,6 +67,9 @@ class Drainer:
         self.redis.delete(queued_key(self.settings.key_prefix))
         deadline = time.monotonic() + self.settings.drain_seconds
         totals: Counter[str] = Counter()
+        self.pool = ThreadPoolExecutor(
+            self.settings.delivery_concurrency, thread_name_prefix="deliver"
+        )
         try:
             while time.monotonic() < deadline:
                 batches = self.buffer.claim(
@@ -85,8 +89,17 @@ class Drainer:
                 )
         finally:
             self.pool.shutdown(wait=True)
+            self._count_drain()
 
         return dict(totals)
+
+    def _count_drain(self) -> None:
+        """Count this drain in the minute's counters (the status page shows them)."""
+        key = self.buffer.stats_key(int(time.time() * 1000))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, "drains", 1)
+        pipe.expire(key, STATS_TTL_S)
+        pipe.execute()
 
     def deliver(self, batches: list[Batch]) -> list[Outcome]:
         """Resolve the batches' profiles, then post them side by side."""

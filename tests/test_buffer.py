@@ -1,0 +1,109 @@
+"""The Redis buffer: admit, claim and settle keep every event, in order."""
+
+import json
+
+import pytest
+
+from app.buffer import Buffer, Outcome
+
+MEMBER = "mem_store_x/phone:+15005550006"
+
+
+@pytest.fixture
+def buffer(redis):
+    return Buffer(redis, "mb")
+
+
+def admit(buffer, n, member=MEMBER, start=0, linger_ms=0):
+    """Admit ``n`` events with distinct SIDs; return the admit counts."""
+    rows = [
+        (f"SM{i}", "sent", 4, json.dumps({"n": i})) for i in range(start, start + n)
+    ]
+    return buffer.admit(member, rows, linger_ms=linger_ms, comm_ttl_s=60)
+
+
+def test_admit_buffers_and_marks_due_after_linger(buffer, redis):
+    """Admitted events wait in the buffer; the profile falls due after the linger."""
+    admit(buffer, 3, linger_ms=60_000)
+    assert redis.llen(f"mb:buf:{MEMBER}") == 3
+    assert buffer.claim(max_batches=10, batch_max=1000, lease_ms=1000) == []
+
+
+def test_comm_keys_have_a_ttl(buffer, redis):
+    """The dedupe key of each communication expires."""
+    admit(buffer, 1)
+    assert 0 < redis.pttl("mb:comm:SM0") <= 60_000
+
+
+def test_claim_takes_at_most_batch_max_in_order(buffer, redis):
+    """1500 events come out as a batch of 1000 and, after it settles, one of 500."""
+    admit(buffer, 1500)
+    [first] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert [json.loads(e)["n"] for e in first.events] == list(range(1000))
+    assert buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000) == []
+
+    buffer.settle([Outcome(first, "delivered")], dead_ttl_s=60)
+    [second] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert [json.loads(e)["n"] for e in second.events] == list(range(1000, 1500))
+
+
+def test_one_batch_in_flight_per_profile(buffer):
+    """Events admitted while a batch is in flight wait for it to settle."""
+    admit(buffer, 2)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    admit(buffer, 2, start=2)
+    assert buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000) == []
+    buffer.settle([Outcome(batch, "delivered")], dead_ttl_s=60)
+    [after] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert [json.loads(e)["n"] for e in after.events] == [2, 3]
+
+
+def test_retry_keeps_the_batch_and_counts_attempts(buffer):
+    """A batch set to retry comes back whole, with its attempt counted."""
+    admit(buffer, 2)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    buffer.settle([Outcome(batch, "retry", retry_at_ms=0, error="500")], dead_ttl_s=60)
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert again.events == batch.events
+    assert again.attempt == 2
+
+
+def test_expired_lease_gives_the_batch_back(buffer):
+    """A batch whose drain died is claimed again once its lease runs out."""
+    admit(buffer, 1)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=0)
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert again.events == batch.events
+
+
+def test_stale_settle_changes_nothing(buffer, redis):
+    """A drain that lost its lease cannot settle the batch that replaced it."""
+    admit(buffer, 1)
+    [old] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=0)
+    [new] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert buffer.settle([Outcome(old, "delivered")], dead_ttl_s=60) == 1
+    assert redis.llen(f"mb:inflight:{MEMBER}") == 1
+    assert buffer.settle([Outcome(new, "delivered")], dead_ttl_s=60) == 0
+    assert redis.exists(f"mb:inflight:{MEMBER}") == 0
+
+
+def test_dead_letter_keeps_the_events(buffer, redis):
+    """A dead letter is stored with a TTL and the batch leaves flight."""
+    admit(buffer, 1)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    letter = json.dumps({"events": [json.loads(e) for e in batch.events]})
+    buffer.settle(
+        [Outcome(batch, "dead", error="x", dead_letter=letter)], dead_ttl_s=60
+    )
+    assert json.loads(redis.lindex("mb:dead", 0))["events"] == [{"n": 0}]
+    assert 0 < redis.ttl("mb:dead") <= 60
+    assert redis.zcard("mb:leases") == 0
+
+
+def test_drained_buffer_leaves_no_keys_but_counters(buffer, redis):
+    """After delivery only TTL'd keys remain: dedupe, counters."""
+    admit(buffer, 5)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    buffer.settle([Outcome(batch, "delivered")], dead_ttl_s=60)
+    for key in redis.keys("*"):
+        assert redis.ttl(key) > 0, key
