@@ -29,11 +29,11 @@ from app.errors import StoreUnavailable
 
 # KEYS: due, buffer, stats, then one comm key per event.
 # ARGV: member ('' parks the events instead), due_at_ms, comm_ttl_ms, stats_ttl_s,
-#       then status, rank, event json for each event.
+#       park_ttl_s, then status, rank, event json for each event.
 _ADMIT = """
 local admitted, duplicate, stale = 0, 0, 0
 for i = 4, #KEYS do
-  local a = 5 + (i - 4) * 3
+  local a = 6 + (i - 4) * 3
   local seen = redis.call('HMGET', KEYS[i], 's', 'r')
   if seen[1] == ARGV[a] then
     duplicate = duplicate + 1
@@ -48,6 +48,8 @@ for i = 4, #KEYS do
 end
 if admitted > 0 and ARGV[1] ~= '' then
   redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+elseif admitted > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('HINCRBY', KEYS[3], 'events_admitted', admitted)
 redis.call('HINCRBY', KEYS[3], 'events_duplicate', duplicate)
@@ -186,6 +188,7 @@ class Buffer:
         *,
         linger_ms: int,
         comm_ttl_s: int,
+        park_ttl_s: int = 30 * 24 * 3600,
         now_ms: int | None = None,
     ) -> tuple[int, int, int]:
         """Admit ``(sid, status, rank, json)`` events for ``member`` in one round trip.
@@ -199,6 +202,7 @@ class Buffer:
         )
         keys = [self.due_key, buffer, self.stats_key(now_ms)]
         args: list[Any] = [member, now_ms + linger_ms, comm_ttl_s * 1000, STATS_TTL_S]
+        args.append(park_ttl_s)
         for sid, status, rank, body in events:
             keys.append(f"{self.prefix}:comm:{sid}")
             args += [status, rank, body]

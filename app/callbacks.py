@@ -68,7 +68,11 @@ def _take(kind: str) -> Response:
             (e.communication, e.status, e.rank, _json(e)) for e in translation.events
         ]
         counts = bridge.buffer.admit(
-            member, rows, linger_ms=settings.linger_ms, comm_ttl_s=settings.dedupe_ttl_s
+            member,
+            rows,
+            linger_ms=settings.linger_ms,
+            comm_ttl_s=settings.dedupe_ttl_s,
+            park_ttl_s=settings.dead_letter_ttl_s,
         )
 
     log(

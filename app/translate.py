@@ -216,3 +216,19 @@ def _error(form: Mapping[str, str]) -> dict[str, str]:
         found["errorMessage"] = message[:512]
 
     return found
+
+
+def markdown_table() -> str:
+    """Render STATUSES as the Markdown table README.md shows."""
+    lines = [
+        "| callback | Twilio status | lifecycle | communicationStatus | direction |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, rows in STATUSES.items():
+        for raw, row in rows.items():
+            direction = row.direction or "from `Direction`"
+            lines.append(
+                f"| {kind} | `{raw}` | `{row.lifecycle}` | `{row.status}` | {direction} |"
+            )
+
+    return "\n".join(lines)

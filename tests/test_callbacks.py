@@ -96,6 +96,7 @@ def test_messaging_service_cancel_without_addresses_is_parked(client, redis):
     assert post(client, "/twilio/messaging", form).status_code == 204
     [parked] = [json.loads(e) for e in redis.lrange("mb:unroutable", 0, -1)]
     assert parked["communicationStatus"] == "CANCELED"
+    assert redis.ttl("mb:unroutable") > 0
     assert redis.zcard("mb:due") == 0
 
 
