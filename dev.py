@@ -22,7 +22,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 def ensure_venv() -> None:
     """Create .venv and install the project, unless it is already up to date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py runs on any python3)
         sys.exit(f"memory-bridge needs Python 3.11 or newer; this is {sys.version}.")
     stamp = VENV / ".installed"
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()

@@ -226,9 +226,8 @@ def markdown_table() -> str:
     ]
     for kind, rows in STATUSES.items():
         for raw, row in rows.items():
-            direction = row.direction or "from `Direction`"
-            lines.append(
-                f"| {kind} | `{raw}` | `{row.lifecycle}` | `{row.status}` | {direction} |"
-            )
+            cells = [kind, f"`{raw}`", f"`{row.lifecycle}`", f"`{row.status}`"]
+            cells.append(row.direction or "from `Direction`")
+            lines.append("| " + " | ".join(cells) + " |")
 
     return "\n".join(lines)
