@@ -40,12 +40,17 @@ def ensure_venv() -> None:
 
 def run(*command: str) -> None:
     """Run a command from .venv/bin; stop with its status if it fails."""
+    print(f"dev.py: {' '.join(command)}", flush=True)
     status = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT).returncode
     if status:
+        print(f"dev.py: {command[0]} failed (status {status})", file=sys.stderr)
         sys.exit(status)
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if not argv or argv[0] not in ("up", "test"):
         sys.exit(__doc__)
     ensure_venv()

@@ -37,6 +37,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     )
     callbacks.init_app(app)
     _init_errors(app)
+    if not settings.memory_store_id:
+        logs.log(
+            logger,
+            "config.no_default_store",
+            logging.WARNING,
+            detail="MEMORY_STORE_ID is not set: callback URLs must carry ?storeId=",
+        )
     app.add_url_rule("/healthz", "healthz", _healthz)
 
     return app

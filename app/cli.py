@@ -1,4 +1,4 @@
-"""The ``memory-bridge`` command: run the bridge, its parts, and its helpers."""
+"""The memory-bridge command: run the bridge, its parts, and its helpers."""
 
 import argparse
 import os
@@ -20,8 +20,12 @@ from app.localmode import LOCAL_ACCOUNT_SID
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen subcommand."""
     load_dotenv(Path.cwd() / ".env")
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fake-memory-api"]:
+        from app import standin  # its own options; argparse would eat them here
+
+        return standin.main(argv[1:])
+    args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:
@@ -45,19 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     sample = sub.add_parser("sample", help="post a signed sample callback")
-    sample.add_argument("--url", default="http://127.0.0.1:8000/twilio/messaging")
     sample.add_argument(
-        "--status", default="delivered", help="MessageStatus/CallStatus"
+        "--url",
+        default="http://127.0.0.1:8000/twilio/messaging",
+        help="the endpoint; …/twilio/voice sends a call status (%(default)s)",
     )
-    sample.add_argument("--to", default="+15005550006", help="the customer (To)")
-    sample.add_argument("--from", dest="sender", default="+15005550001")
+    sample.add_argument(
+        "--status", default="", help="MessageStatus or CallStatus (delivered/completed)"
+    )
+    sample.add_argument("--to", default="+15005550006", help="To (%(default)s)")
+    sample.add_argument(
+        "--from", dest="sender", default="+15005550001", help="From (%(default)s)"
+    )
     sample.add_argument("--sid", default="", help="MessageSid or CallSid (random)")
     sample.add_argument("--curl", action="store_true", help="print curl, do not post")
     sample.set_defaults(func=_sample)
 
-    fake = sub.add_parser("fake-memory-api", help="the stand-in Memory API")
-    fake.add_argument("args", nargs=argparse.REMAINDER, help="see --help of it")
-    fake.set_defaults(func=_fake_memory_api)
+    sub.add_parser("fake-memory-api", help="the stand-in Memory API (see its --help)")
 
     return parser
 
@@ -77,13 +85,6 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fake_memory_api(args: argparse.Namespace) -> int:
-    """Serve the stand-in Memory API in the foreground."""
-    from app import standin
-
-    return int(standin.main(args.args) or 0)
-
-
 def _sample(args: argparse.Namespace) -> int:
     """Sign a sample callback with TWILIO_AUTH_TOKEN and post it (or print curl)."""
     kind = (
@@ -92,15 +93,16 @@ def _sample(args: argparse.Namespace) -> int:
         else "messaging"
     )
     sid = args.sid or ("CA" if kind == "voice" else "SM") + uuid.uuid4().hex
+    status = args.status or ("completed" if kind == "voice" else "delivered")
     form = {
         "AccountSid": os.environ.get("TWILIO_ACCOUNT_SID", LOCAL_ACCOUNT_SID),
         "From": args.sender,
         "To": args.to,
     }
     if kind == "voice":
-        form |= {"CallSid": sid, "CallStatus": args.status, "Direction": "outbound-api"}
+        form |= {"CallSid": sid, "CallStatus": status, "Direction": "outbound-api"}
     else:
-        form |= {"MessageSid": sid, "MessageStatus": args.status}
+        form |= {"MessageSid": sid, "MessageStatus": status}
     token = os.environ.get("TWILIO_AUTH_TOKEN") or config.LOCAL_AUTH_TOKEN
     signed_url = _public_url(args.url)
     signature = RequestValidator(token).compute_signature(signed_url, form)
@@ -120,7 +122,8 @@ def _sample(args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(f"{response.status} {kind} {sid} {args.status}: stored")
+            # 2xx: stored, or known already (a duplicate, a late or unknown status).
+            print(f"{response.status} {kind} {sid} {status}: accepted")
             return 0
     except urllib.error.HTTPError as error:
         print(f"{error.code} {error.read().decode(errors='replace')}", file=sys.stderr)

@@ -20,3 +20,17 @@ errorlog = "-"
 # gunicorn 24+ opens a control socket in the home folder; the bridge needs none,
 # and several bridges on one machine would share its path.
 control_socket_disable = True
+
+# With LOG_FORMAT=json, gunicorn's own lines are JSON too, like the app's: its
+# default handlers ("console", "error_console") are redefined with our formatter.
+if os.environ.get("LOG_FORMAT") == "json":
+    _json_stderr = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
+    logconfig_dict = {
+        "version": 1,
+        "formatters": {"json": {"()": "app.logs.Formatter"}},
+        "handlers": {"console": _json_stderr, "error_console": _json_stderr},
+    }

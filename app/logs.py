@@ -29,10 +29,10 @@ def log(
         logger.log(level, event, extra={"fields": fields})
 
 
-class _Formatter(logging.Formatter):
+class Formatter(logging.Formatter):
     """Render a record as JSON or as ``event key=value``, with secrets scrubbed."""
 
-    def __init__(self, as_json: bool, secrets: tuple[str, ...]) -> None:
+    def __init__(self, as_json: bool = True, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.as_json = as_json
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
@@ -72,7 +72,7 @@ class _Formatter(logging.Formatter):
 def configure(fmt: str, level: str, secrets: tuple[str, ...] = ()) -> None:
     """Send every logger's lines to stderr in ``fmt`` ("json" or "text")."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(fmt == "json", secrets))
+    handler.setFormatter(Formatter(fmt == "json", secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

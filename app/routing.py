@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from app.contract import CONVERSATION_ID
 from app.errors import CallbackError, UnroutableError
 
-# Store and profile ids are TypeIDs; accept their alphabet, refuse anything else
-# (it would end up in a URL path and a Redis key).
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Store and profile ids are TypeIDs (DESIGN.md): a lowercase prefix, "_", and 26
+# Crockford base32 characters. Anything else is a typo, and would end up in a URL
+# path and a Redis key.
+_ID = re.compile(r"^[a-z](?:[a-z_]{0,61}[a-z])?_[0-7][0-9a-hjkmnp-tv-z]{25}$")
 # A customer the Lookup can find by phone: E.164, or the digits of a short code.
 _PHONE = re.compile(r"^\+?[0-9]{3,15}$")
 
@@ -29,7 +30,11 @@ def store_for(query: Mapping[str, str], default_store: str) -> str:
             reason="no_store",
         )
     if not _ID.fullmatch(store):
-        raise CallbackError(f"storeId {store!r} is not an id.", reason="bad_store")
+        raise CallbackError(
+            f"storeId {store[:80]!r} is not a store id: give its TypeID, "
+            "like mem_store_01h….",
+            reason="bad_store",
+        )
 
     return store
 
@@ -39,7 +44,7 @@ def conversation_for(query: Mapping[str, str]) -> str:
     given = query.get("conversationId", "")
     if given and not CONVERSATION_ID.fullmatch(given):
         raise CallbackError(
-            f"conversationId {given!r} does not match {CONVERSATION_ID.pattern}.",
+            f"conversationId {given[:80]!r} does not match {CONVERSATION_ID.pattern}.",
             reason="bad_conversation",
         )
 
@@ -52,7 +57,9 @@ def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
     if profile:
         if not _ID.fullmatch(profile):
             raise CallbackError(
-                f"profileId {profile!r} is not an id.", reason="bad_profile"
+                f"profileId {profile[:80]!r} is not a profile id: give its TypeID, "
+                "like mem_profile_01h….",
+                reason="bad_profile",
             )
         return f"{store}/id:{profile}"
     if _PHONE.fullmatch(customer):

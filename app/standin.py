@@ -486,7 +486,8 @@ class StandIn:
 
         names = [str(event.get("lifecycle")) for event in batch.events]
         more = f" ... +{len(names) - 5} more" if len(names) > 5 else ""
-        listed = f"{len(names)} events: {', '.join(names[:5])}{more}"
+        noun = "event" if len(names) == 1 else "events"
+        listed = f"{len(names)} {noun}: {', '.join(names[:5])}{more}"
         self._say(f"202 store={store} profile={profile} {listed}")
 
         return Answer(202, {"message": "Events accepted"})
@@ -657,7 +658,7 @@ def _print_line(line: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the stand-in in the foreground until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m app.standin",
+        prog="memory-bridge fake-memory-api",
         description="Serve a stand-in for the Conversation Memory API on 127.0.0.1 "
         "and print one line per Events request it answers.",
     )

@@ -9,6 +9,7 @@ never touches RQ, and a drain runs only when there is something to deliver.
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis, RedisError
 from rq import Queue
@@ -18,6 +19,7 @@ from rq.worker import HerokuWorker
 
 from app import config, logs
 from app.buffer import Buffer, connect
+from app.errors import ConfigError
 from jobs.drain import drain, queued_key
 
 logger = logging.getLogger(__name__)
@@ -97,8 +99,24 @@ def run() -> None:
     settings = config.load().check()
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
     redis = connect(settings.redis_url, timeout=None)
+    try:
+        redis.ping()
+    except RedisError as error:
+        raise ConfigError(
+            f"Redis at {_without_password(settings.redis_url)} did not answer "
+            f"({error}): start it, or set REDIS_URL to one that runs."
+        ) from error
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
     worker.pump = Pump(settings, connect(settings.redis_url, timeout=5.0), queue)
     logs.log(logger, "worker.started", queue=settings.queue_name, name=worker.name)
     worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+
+
+def _without_password(url: str) -> str:
+    """Return a Redis URL fit for a message: no password in it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -127,13 +127,14 @@ class Bridge:
         self.web = self._spawn("web")
         self.start_worker()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.web.poll() is None:
             try:
                 requests.get(self.url + "/healthz", timeout=0.5)
                 return self
             except requests.ConnectionError:
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not come up; see " + str(self.workdir))
+        self.stop()
+        raise RuntimeError(f"gunicorn did not come up:\n{self.logs()[-3000:]}")
 
     def start_worker(self) -> None:
         self.worker = self._spawn("worker")

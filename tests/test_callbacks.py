@@ -307,3 +307,13 @@ def test_redis_unreachable_is_a_fast_503(settings):
     )
     assert response.status_code == 503
     assert time.monotonic() - started < 2
+
+
+def test_store_and_profile_that_are_not_typeids_are_a_400(client, redis):
+    """?storeId=nope or ?profileId=nope gets 400 saying what an id looks like."""
+    for query in ("storeId=nope", "profileId=nope", "storeId=a%2Fb", "profileId=x%0A"):
+        path = f"/twilio/messaging?{query}"
+        response = post(client, path, message("SM" + "6" * 32, "sent"))
+        assert response.status_code == 400, query
+        assert "TypeID" in response.json["message"]
+    assert redis.keys("mb:buf:*") == []

@@ -51,9 +51,28 @@ def test_run_brings_up_everything_and_shows_a_sample_arriving(tmp_path):
         run.send_signal(signal.SIGINT)
         run.wait(30)
     assert run.returncode == 0
-    assert (tmp_path / "var" / "redis" / "appendonly.aof").exists() or any(
-        (tmp_path / "var" / "redis").glob("appendonly*")
-    )
+    assert any((tmp_path / "var" / "local" / "redis").glob("appendonly*"))
+    assert not (tmp_path / "var" / "redis").exists()
+
+
+def test_run_refuses_a_port_in_use(tmp_path):
+    """A second run on a busy port stops at once and says why, starting nothing."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"Port {port} on 127.0.0.1 is in use" in result.stderr
+    assert not (tmp_path / "var").exists()
 
 
 def test_missing_token_stops_start_up_naming_the_variable(tmp_path):
