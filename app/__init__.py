@@ -31,7 +31,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    buffer = Buffer(connect(settings.redis_url), settings.key_prefix)
+    # A healthy Redis answers in well under a millisecond; half a second means down.
+    buffer = Buffer(connect(settings.redis_url, timeout=0.5), settings.key_prefix)
     app.extensions["memory_bridge"] = Bridge(
         settings, buffer, (settings.twilio_auth_token,)
     )

@@ -137,6 +137,9 @@ return count
 """
 
 STATS_TTL_S = 24 * 3600
+# After Redis fails, admissions fail fast for this long instead of each waiting
+# out its own timeout, so a queue of callbacks cannot build up behind a dead Redis.
+OUTAGE_HOLD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class Buffer:
         self.due_key = f"{prefix}:due"
         self.leases_key = f"{prefix}:leases"
         self.dead_key = f"{prefix}:dead"
+        self._down_until = 0.0  # time.monotonic() before which Redis counts as down
         self._admit = redis.register_script(_ADMIT)
         self._claim = redis.register_script(_CLAIM)
         self._settle = redis.register_script(_SETTLE)
@@ -196,6 +200,8 @@ class Buffer:
         Returns how many were admitted, duplicates, and stale. An empty
         ``member`` parks the events in the unroutable list instead.
         """
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("Redis failed moments ago: not stored.")
         now_ms = now_ms or _now_ms()
         buffer = (
             f"{self.prefix}:buf:{member}" if member else f"{self.prefix}:unroutable"
@@ -209,6 +215,7 @@ class Buffer:
         try:
             admitted, duplicate, stale = self._admit(keys=keys, args=args)
         except RedisError as error:
+            self._down_until = time.monotonic() + OUTAGE_HOLD_S
             raise StoreUnavailable(
                 f"Redis did not store the events: {error}"
             ) from error

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import contract, routing, signature
 from app.errors import CallbackError
@@ -49,6 +50,10 @@ def _take(kind: str) -> Response:
             reason="content_type",
             status=415,
         )
+    # Werkzeug stops a chunked body at the limit without a word; reaching it means
+    # there was more, so refuse rather than check a signature over a cut form.
+    if len(request.get_data(cache=True)) >= settings.max_body_bytes:
+        raise RequestEntityTooLarge()
     form = request.form
 
     url = signature.public_url(request.environ, settings.public_base_url)
@@ -56,6 +61,7 @@ def _take(kind: str) -> Response:
         url, form, request.headers.get(signature.HEADER, ""), bridge.tokens
     )
 
+    routing.check(request.args)
     conversation = routing.conversation_for(request.args)
     translation = translate(kind, form, received, conversation)
     _check(translation.events)

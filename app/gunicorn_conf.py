@@ -21,16 +21,23 @@ errorlog = "-"
 # and several bridges on one machine would share its path.
 control_socket_disable = True
 
-# With LOG_FORMAT=json, gunicorn's own lines are JSON too, like the app's: its
-# default handlers ("console", "error_console") are redefined with our formatter.
+# With LOG_FORMAT=json, gunicorn's own lines are JSON too, like the app's, and
+# its access log stays off (the app writes one line per request itself).
 if os.environ.get("LOG_FORMAT") == "json":
-    _json_stderr = {
-        "class": "logging.StreamHandler",
-        "formatter": "json",
-        "stream": "ext://sys.stderr",
-    }
     logconfig_dict = {
         "version": 1,
-        "formatters": {"json": {"()": "app.logs.Formatter"}},
-        "handlers": {"console": _json_stderr, "error_console": _json_stderr},
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "CRITICAL", "propagate": False},
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "formatters": {"json": {"()": "app.logs.json_formatter"}},
     }

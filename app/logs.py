@@ -18,7 +18,7 @@ def mask(address: str | None) -> str:
         return ""
     keep = address[-4:] if len(address) > 4 else ""
 
-    return "*" * (len(address) - len(keep)) + keep
+    return "*" * min(len(address) - len(keep), 8) + keep
 
 
 def log(
@@ -76,3 +76,10 @@ def configure(fmt: str, level: str, secrets: tuple[str, ...] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def json_formatter() -> Formatter:
+    """Return the JSON formatter, scrubbing the configured secrets (for gunicorn)."""
+    from app import config
+
+    return Formatter(True, config.load().secrets)

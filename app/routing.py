@@ -16,24 +16,26 @@ from app.errors import CallbackError, UnroutableError
 # Crockford base32 characters. Anything else is a typo, and would end up in a URL
 # path and a Redis key.
 _ID = re.compile(r"^[a-z](?:[a-z_]{0,61}[a-z])?_[0-7][0-9a-hjkmnp-tv-z]{25}$")
+_EXAMPLES = {"storeId": "mem_store_01h…", "profileId": "mem_profile_01h…"}
 # A customer the Lookup can find by phone: E.164, or the digits of a short code.
 _PHONE = re.compile(r"^\+?[0-9]{3,15}$")
 
 
+def check(query: Mapping[str, str]) -> None:
+    """Refuse a callback URL whose storeId, profileId or conversationId is malformed."""
+    for name in _EXAMPLES:
+        _id(query, name)
+    conversation_for(query)
+
+
 def store_for(query: Mapping[str, str], default_store: str) -> str:
     """Return the storeId for a callback, or raise UnroutableError."""
-    store = query.get("storeId", "") or default_store
+    store = _id(query, "storeId") or default_store
     if not store:
         raise UnroutableError(
             "No Memory store: add ?storeId=… to the callback URL, "
             "or set MEMORY_STORE_ID.",
             reason="no_store",
-        )
-    if not _ID.fullmatch(store):
-        raise CallbackError(
-            f"storeId {store[:80]!r} is not a store id: give its TypeID, "
-            "like mem_store_01h….",
-            reason="bad_store",
         )
 
     return store
@@ -53,14 +55,8 @@ def conversation_for(query: Mapping[str, str]) -> str:
 
 def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
     """Return the buffer member of the profile, or '' when none can be named."""
-    profile = query.get("profileId", "")
+    profile = _id(query, "profileId")
     if profile:
-        if not _ID.fullmatch(profile):
-            raise CallbackError(
-                f"profileId {profile[:80]!r} is not a profile id: give its TypeID, "
-                "like mem_profile_01h….",
-                reason="bad_profile",
-            )
         return f"{store}/id:{profile}"
     if _PHONE.fullmatch(customer):
         return f"{store}/phone:{customer}"
@@ -74,3 +70,15 @@ def parse_member(member: str) -> tuple[str, str, str]:
     kind, _, value = ref.partition(":")
 
     return store, kind, value
+
+
+def _id(query: Mapping[str, str], name: str) -> str:
+    """Return the TypeID given as ``name`` in the query ('' if none), or refuse it."""
+    value = query.get(name, "")
+    if value and not _ID.fullmatch(value):
+        raise CallbackError(
+            f"{name} {value[:80]!r} is not a TypeID: give it like {_EXAMPLES[name]}",
+            reason=f"bad_{name.removesuffix('Id')}",
+        )
+
+    return value

@@ -6,6 +6,7 @@ bridge forwards. ``rank`` orders the statuses of one communication: the bridge
 never lets a status with a lower or equal rank follow a higher one.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from app import ids
+from app.contract import MAX_ADDRESS_LENGTH
 from app.errors import CallbackError
 
 INBOUND, OUTBOUND = "INBOUND", "OUTBOUND"
@@ -66,6 +68,7 @@ STATUSES: dict[str, dict[str, Status]] = {
 
 # Address prefixes that name a channel; the rest of the address is the address.
 CHANNELS = {"whatsapp": "WHATSAPP", "rcs": "RCS", "messenger": "MESSENGER"}
+_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 _SID_FIELDS = {"messaging": ("MessageSid", "SmsSid"), "voice": ("CallSid",)}
 _STATUS_FIELDS = {"messaging": ("MessageStatus", "SmsStatus"), "voice": ("CallStatus",)}
 
@@ -106,12 +109,23 @@ def translate(
     if not raw_status:
         names = " or ".join(_STATUS_FIELDS[kind])
         raise CallbackError(f"{names} is missing: this is not a {kind} callback.")
+    if not _SID.fullmatch(sid):
+        raise CallbackError(
+            f"{_SID_FIELDS[kind][0]} {sid[:40]!r} is not a Twilio SID "
+            "(two letters and 32 hexadecimal digits)."
+        )
     row = STATUSES[kind].get(raw_status)
     if row is None:
         return Translation(kind, raw_status, ignored="unknown_status")
 
     channel, sender = _address(form.get("From", ""))
     to_channel, recipient = _address(form.get("To", ""))
+    for name, address in (("From", sender), ("To", recipient)):
+        if len(address) > MAX_ADDRESS_LENGTH:
+            raise CallbackError(
+                f"{name} is {len(address)} characters long: an address has at "
+                f"most {MAX_ADDRESS_LENGTH}."
+            )
     direction = row.direction or _call_direction(form.get("Direction", ""))
     customer, business = (
         (sender, recipient) if direction == INBOUND else (recipient, sender)
@@ -177,17 +191,17 @@ def _call_direction(raw: str) -> str:
 
 def _timestamp(raw: str, received: datetime) -> str:
     """Return Twilio's RFC 2822 ``Timestamp`` if it parses, else ``received``."""
-    moment = received
+    moment = received.astimezone(UTC)
     if raw.strip():
         try:
-            moment = parsedate_to_datetime(raw.strip())
+            given = parsedate_to_datetime(raw.strip())
+            if given.tzinfo is None:
+                given = given.replace(tzinfo=UTC)
+            given = given.astimezone(UTC)
         except (TypeError, ValueError, IndexError, OverflowError):
-            moment = received
-    if not 2000 <= moment.year <= 9999:
-        moment = received
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+            given = moment
+        if 2000 <= given.year <= 9999:
+            moment = given
 
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -198,7 +212,7 @@ def _parties(sender: str, recipient: str) -> dict[str, Any]:
     for name, address in (("sender", sender), ("recipient", recipient)):
         if address:
             parties[name] = {
-                "address": address[:320],
+                "address": address,
                 "participantId": ids.participant_id(address),
             }
 

@@ -105,9 +105,20 @@ class Drainer:
         """Resolve the batches' profiles, then post them side by side."""
         resolved = self.profiles.resolve([b.member for b in batches], self.pool.map)
 
-        return list(
-            self.pool.map(self._post, batches, [resolved[b.member] for b in batches])
-        )
+        resolutions = [resolved[b.member] for b in batches]
+
+        return list(self.pool.map(self._try_post, batches, resolutions))
+
+    def _try_post(self, batch: Batch, resolution: Resolution) -> Outcome:
+        """Post one batch; a failure of our own keeps it for later, never the round."""
+        try:
+            return self._post(batch, resolution)
+        except Exception as error:  # one bad batch must not take the others down
+            logger.exception(
+                "batch.crashed", extra={"fields": {"member": batch.member}}
+            )
+            reply = Reply(0, f"{type(error).__name__}: {error}")
+            return Outcome(batch, "retry", self._retry_at_ms(batch.attempt, reply))
 
     def _post(self, batch: Batch, resolution: Resolution) -> Outcome:
         """Post one batch and decide what becomes of it."""
@@ -146,8 +157,9 @@ class Drainer:
 
     def _retry_at_ms(self, attempt: int, reply: Reply) -> int:
         """Exponential backoff with full jitter, never sooner than Retry-After."""
+        doublings = min(attempt - 1, 32)  # past this the ceiling is retry_max_s
         ceiling = min(
-            self.settings.retry_max_s, self.settings.retry_base_s * 2**attempt
+            self.settings.retry_max_s, self.settings.retry_base_s * 2**doublings
         )
         delay = max(random.uniform(0, ceiling), reply.retry_after)
 

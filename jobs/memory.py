@@ -6,7 +6,10 @@ answer at all (timeout, refused connection) becomes a Reply with status 0.
 
 import base64
 import json
+import math
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -91,9 +94,24 @@ class MemoryApi:
         )
 
 
+# A Retry-After past this is taken as this: an hour is long enough for any rate
+# limit, and a bad header must not park a batch for years.
+MAX_RETRY_AFTER_S = 3600.0
+
+
 def _retry_after(raw: str) -> float:
-    """Read a Retry-After header given in seconds (RFC 9110, 10.2.3)."""
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
+    """Read Retry-After as seconds or as an HTTP date (RFC 9110, 10.2.3)."""
+    raw = raw.strip()
+    if not raw:
         return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0.0
+    if math.isnan(seconds):
+        return 0.0
+
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)

@@ -7,12 +7,14 @@ never touches RQ, and a drain runs only when there is something to deliver.
 """
 
 import logging
+import os
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis, RedisError
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker
@@ -62,7 +64,7 @@ def enqueue_drain(queue: Queue, settings: config.Settings) -> Job:
     """Put one drain job on the queue."""
     return queue.enqueue(
         drain,
-        job_timeout=int(settings.drain_seconds + 3 * settings.http_timeout_s + 30),
+        job_timeout=job_timeout_s(settings),
         result_ttl=RESULT_TTL_S,
         failure_ttl=FAILURE_TTL_S,
         description="drain due profiles",
@@ -73,6 +75,12 @@ class BridgeWorker(HerokuWorker):
     """HerokuWorker that runs the Pump while it waits for jobs."""
 
     pump: Pump
+    stopping = False
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """Note that a stop was asked for (SIGTERM, SIGINT), then stop as RQ does."""
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -82,9 +90,7 @@ class BridgeWorker(HerokuWorker):
             try:
                 wait = self.pump.tick()
             except RedisError as error:
-                logs.log(
-                    logger, "pump.redis_unavailable", logging.WARNING, error=str(error)
-                )
+                logs.log(logger, "pump.redis_unavailable", logging.WARNING, error=error)
                 wait = 1.0
             # RQ returns None when max_idle_time passes with no job: our slice.
             result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)  # type: ignore[arg-type]
@@ -93,9 +99,38 @@ class BridgeWorker(HerokuWorker):
 
         return None
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run a job; if Redis goes away meanwhile, let its horse end, then go on."""
+        try:
+            super().execute_job(job, queue)
+        except RedisError as error:
+            logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
+            self._reap_horse(
+                deadline=time.monotonic() + job_timeout_s(self.pump.settings)
+            )
+            raise
+
+    def _reap_horse(self, deadline: float) -> None:
+        """Wait for the work horse to exit (it fails fast without Redis), or kill it."""
+        while self.horse_pid and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(self.horse_pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            time.sleep(0.1)
+        if self.horse_pid:
+            self.kill_horse()
+
+
+def job_timeout_s(settings: config.Settings) -> int:
+    """Return how long a drain job may run before RQ stops it."""
+    return int(settings.drain_seconds + 3 * settings.http_timeout_s + 30)
+
 
 def run() -> None:
-    """Start the worker process: RQ worker, scheduler and Pump."""
+    """Run the worker until SIGTERM, starting it again whenever Redis comes back."""
     settings = config.load().check()
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
     redis = connect(settings.redis_url, timeout=None)
@@ -106,11 +141,40 @@ def run() -> None:
             f"Redis at {_without_password(settings.redis_url)} did not answer "
             f"({error}): start it, or set REDIS_URL to one that runs."
         ) from error
+
+    while True:
+        worker = _worker(settings, redis)
+        try:
+            worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+        except RedisError as error:
+            logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
+        if worker.stopping:
+            return
+        try:
+            _wait_for(redis)
+        except StopRequested:  # SIGTERM while Redis is away: nothing is running
+            return
+        logs.log(logger, "worker.restarting", name=worker.name)
+
+
+def _worker(settings: config.Settings, redis: Redis) -> BridgeWorker:
+    """Build the RQ worker and its Pump."""
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
     worker.pump = Pump(settings, connect(settings.redis_url, timeout=5.0), queue)
     logs.log(logger, "worker.started", queue=settings.queue_name, name=worker.name)
-    worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+
+    return worker
+
+
+def _wait_for(redis: Redis) -> None:
+    """Wait until Redis answers PING, trying every second."""
+    while True:
+        try:
+            redis.ping()
+            return
+        except RedisError:
+            time.sleep(1.0)
 
 
 def _without_password(url: str) -> str:

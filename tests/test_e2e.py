@@ -120,3 +120,61 @@ def test_logs_mask_the_customer_and_hide_the_token(start_bridge, standin):
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert any(line["event"] == "batch.delivered" for line in lines)
     assert STORE in logs
+
+
+def test_worker_carries_on_when_redis_restarts_mid_drain(
+    start_bridge, standin, tmp_path
+):
+    """Redis killed while a drain waits on the API: the same worker carries on."""
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "aof", appendonly=True).start()
+    try:
+        bridge = start_bridge(redis_url=server.url, linger_ms=100, http_timeout_s=5)
+        standin.latency_ms = 2500
+
+        def send(numbers):
+            for n in numbers:
+                form = message(f"SM{n:032d}", "sent", to=f"+1500555{n:04d}")
+                assert bridge.post("/twilio/messaging", form).status_code == 204
+
+        send(range(5))
+        time.sleep(1.5)  # the drain is now waiting on the stand-in
+        server.stop(kill=True)
+        time.sleep(3)
+        server.start()
+        deadline = time.monotonic() + 30
+        while "worker.restarting" not in bridge.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "worker.restarting" in bridge.logs()
+        standin.latency_ms = 0
+        send(range(5, 10))  # the same worker process takes new work
+
+        standin.wait_for_events(10, timeout=60)
+        delivered = {e.event["communicationId"] for e in standin.events()}
+        assert len(delivered) == 10
+        assert bridge.worker.poll() is None, "the worker process had to be restarted"
+    finally:
+        server.stop()
+
+
+def test_chunked_body_over_the_limit_is_413(start_bridge):
+    """A chunked body larger than BRIDGE_MAX_BODY_BYTES gets 413, not a 403."""
+    import requests
+
+    bridge = start_bridge()
+
+    def chunks():
+        for _ in range(70):
+            yield b"a" * 1024
+
+    response = requests.post(
+        bridge.url + "/twilio/messaging",
+        data=chunks(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": "x",
+        },
+        timeout=10,
+    )
+    assert response.status_code == 413

@@ -432,7 +432,7 @@ def test_media_without_a_channel_makes_an_mms(media: str, expected: str) -> None
         ("messaging", messaging("read", From="whatsapp:+15005550001")),
         ("messaging", messaging("failed", ErrorCode="30007", ErrorMessage="x" * 600)),
         ("messaging", messaging("sent", From="TESTSENDER")),
-        ("messaging", messaging("sent", To="+1" + "5" * 400)),
+        ("messaging", messaging("sent", To="+1" + "5" * 318)),
         ("messaging", {"MessageSid": MESSAGE, "MessageStatus": "canceled"}),
         ("voice", voice("completed", Direction="trunking-originating")),
     ],
@@ -444,3 +444,20 @@ def test_every_event_passes_the_contract(kind: str, form: dict[str, str]) -> Non
     assert translation.events
     for event in translation.events:
         assert contract.problems(event.body) == []
+
+
+def test_an_address_longer_than_the_contract_allows_is_refused() -> None:
+    """A To of 321 characters cannot become a valid event, so the callback is a 400."""
+    with pytest.raises(CallbackError, match="To is 321 characters") as raised:
+        translate("messaging", messaging("sent", To="+1" + "5" * 319), RECEIVED)
+
+    assert raised.value.status == 400
+
+
+def test_a_sid_that_is_not_a_twilio_sid_is_refused() -> None:
+    """A MessageSid that is not two letters and 32 hex digits is a 400, not a key."""
+    for sid in ("SM1", "SM" + "g" * 32, "x" * 10_000, "SM" + "0" * 32 + ":*"):
+        with pytest.raises(CallbackError, match="not a Twilio SID"):
+            translate(
+                "messaging", {"MessageSid": sid, "MessageStatus": "sent"}, RECEIVED
+            )
