@@ -18,235 +18,37 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import hmac
 import json
 import secrets
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import best_match
-
-DEFAULT_CREDENTIALS = ("AC00000000000000000000000000000000", "test-token")
-CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-# TypeIDs: a prefix, "_", and 26 lowercase Crockford base32 characters holding 128
-# bits, so the first is at most 7; the alphabet has no i, l, o or u (TypeID spec).
-_TYPEID_SUFFIX = "[0-7][0-9a-hjkmnp-tv-z]{25}"
-# ISO 8601 in UTC at exactly millisecond resolution, e.g. 2026-12-04T10:00:00.123Z.
-_MILLIS_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
-
-
-def _text(max_length: int, **rules: Any) -> dict[str, Any]:
-    """Return the schema of a string of at most max_length characters."""
-    return {"type": "string", "maxLength": max_length, **rules}
-
-
-def _typeid(prefix: str) -> dict[str, Any]:
-    """Return the schema of a TypeID with this prefix."""
-    return {"type": "string", "pattern": f"^{prefix}_{_TYPEID_SUFFIX}$"}
-
-
-def _closed(required: list[str], **properties: Any) -> dict[str, Any]:
-    """Return the schema of an object with these properties and no others."""
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": required,
-        "properties": properties,
-    }
-
-
-# The field rules of the published API description, as DESIGN.md lists them.
-_PARTY = _closed(
-    ["address", "participantId"],
-    address=_text(320),
-    participantId=_typeid("comms_participant"),
+from app.standin_http import Server
+from app.standin_schema import (
+    ANY_TYPEID,
+    CREATE_VALIDATOR,
+    DEFAULT_CREDENTIALS,
+    EVENTS_SCHEMA,
+    EVENTS_VALIDATOR,
+    LOOKUP_VALIDATOR,
+    Answer,
+    Batch,
+    Fault,
+    ReceivedEvent,
+    Refusal,
+    Request,
+    derived_profile_id,
+    error,
+    json_body,
+    phones,
+    profile_id,
 )
-_EVENT = _closed(
-    ["timestamp", "lifecycle", "conversationId", "communicationType"],
-    timestamp={"type": "string", "pattern": _MILLIS_UTC, "format": "date-time"},
-    lifecycle=_text(50, minLength=1),
-    conversationId=_typeid("conv_conversation"),
-    communicationId=_typeid("comms_communication"),
-    communicationType=_text(20),
-    communicationStatus=_text(20),
-    direction={"enum": ["INBOUND", "OUTBOUND"]},
-    sender=_PARTY,
-    recipient=_PARTY,
-    errorCode=_text(10),
-    errorMessage=_text(512),
-)
-EVENTS_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    **_closed(
-        ["type", "events"],
-        type={"enum": ["twilio-comms-lifecycle", "twilio-communication-event"]},
-        events={"type": "array", "minItems": 1, "maxItems": 1000, "items": _EVENT},
-    ),
-}
-LOOKUP_SCHEMA = _closed(
-    ["idType", "value"], idType=_text(50, minLength=1), value=_text(320, minLength=1)
-)
-CREATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["traits"],
-    "properties": {"traits": {"type": "object"}},
-}
 
-_FORMATS = FormatChecker(formats=())
-
-
-def _is_utc_millis(value: object) -> bool:
-    """Check that a timestamp is a real calendar time, not only the right shape."""
-    if isinstance(value, str):
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return True
-
-
-_FORMATS.checks("date-time", raises=ValueError)(_is_utc_millis)
-
-_EVENTS = Draft202012Validator(EVENTS_SCHEMA, format_checker=_FORMATS)
-_LOOKUP = Draft202012Validator(LOOKUP_SCHEMA)
-_CREATE = Draft202012Validator(CREATE_SCHEMA)
-
-
-class Request(NamedTuple):
-    """What the stand-in needs from one HTTP request."""
-
-    method: str
-    target: str
-    content_type: str
-    authorization: str
-    body: bytes
-    received: tuple[float, float]  # time.monotonic(), time.time()
-
-
-@dataclass
-class Answer:
-    """One HTTP answer: status, JSON body, extra headers."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Fault:
-    """A scripted misbehaviour of the Events endpoint, used `count` more times."""
-
-    status: int | None = None
-    count: int = 1
-    retry_after: int | None = None
-    hang: float | None = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One accepted Events request."""
-
-    store: str
-    profile: str
-    body: dict[str, Any]
-    received_monotonic: float
-    received_wall: float
-    user: str
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """Return the events the batch carried."""
-        return list(self.body["events"])
-
-
-class ReceivedEvent(NamedTuple):
-    """One accepted event with the store and profile it was posted to."""
-
-    store: str
-    profile: str
-    event: dict[str, Any]
-
-
-class _Refusal(Exception):
-    """Carries an error answer out of a request handling step."""
-
-    def __init__(self, answer: Answer) -> None:
-        super().__init__(answer.body["message"])
-        self.answer = answer
-
-
-def error(status: int, message: str, retry_after: int | None = None) -> Answer:
-    """Build a Twilio-style error answer."""
-    # Twilio's error body: {code, message, more_info, status}; 20003 is its
-    # authentication error, 20429 its rate limit (API description, DESIGN.md).
-    code = 20003 if status == 401 else 20000 + status
-    body = {
-        "code": code,
-        "message": message,
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-
-    return Answer(status, body, headers)
-
-
-def profile_id(raw: bytes) -> str:
-    """Encode 16 bytes as a profile TypeID."""
-    number = int.from_bytes(raw[:16], "big")
-    chars = (CROCKFORD[(number >> (5 * i)) & 31] for i in reversed(range(26)))
-
-    return "mem_profile_" + "".join(chars)
-
-
-def derived_profile_id(value: str) -> str:
-    """Return the profile id auto_profiles gives an address: the same one every time."""
-    return profile_id(hashlib.sha256(value.encode()).digest())
-
-
-def _json_body(request: Request, validator: Draft202012Validator) -> Any:
-    """Parse and validate a JSON body, or refuse with 400 naming the problem."""
-    media_type = request.content_type.split(";")[0].strip().lower()
-    if media_type != "application/json":
-        message = f"Content-Type must be application/json, got {media_type!r}."
-        raise _Refusal(error(400, message))
-    try:
-        body = json.loads(request.body)
-    except ValueError as exc:
-        raise _Refusal(error(400, f"Body is not valid JSON: {exc}.")) from exc
-
-    problem = best_match(validator.iter_errors(body))
-    if problem is not None:
-        where = "/".join(str(part) for part in problem.absolute_path) or "body"
-        what = problem.message
-        if problem.validator in ("minItems", "maxItems"):
-            limit = f"{problem.validator} is {problem.validator_value}"
-            what = f"has {len(problem.instance)} items; {limit}"
-        raise _Refusal(error(400, f"{where}: {what[:300]}"))
-
-    return body
-
-
-def _phones(traits: dict[str, Any]) -> list[str]:
-    """Find phone numbers among (possibly nested) profile traits."""
-    found = []
-    for key, value in traits.items():
-        if isinstance(value, dict):
-            found += _phones(value)
-        elif key == "phone" and isinstance(value, str):
-            found.append(value)
-
-    return found
+__all__ = ["EVENTS_SCHEMA", "Batch", "ReceivedEvent", "StandIn", "main"]
 
 
 class StandIn:
@@ -272,7 +74,7 @@ class StandIn:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._initial = (latency_ms, max_concurrency)
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
@@ -296,7 +98,7 @@ class StandIn:
     def start(self) -> StandIn:
         """Bind and serve in a background daemon thread."""
         self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
+        self._server = Server((self.host, self.port), self)
         thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
@@ -409,7 +211,7 @@ class StandIn:
 
         try:
             answer = self._api(request, path)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             answer = refusal.answer
         with self._lock:
             if answer is None:
@@ -430,6 +232,9 @@ class StandIn:
         if len(parts) < 4 or parts[:2] != ["v1", "Stores"] or parts[3] != "Profiles":
             return error(404, f"No such resource: {path}.")
         store = parts[2]
+        for kind, value in zip(("store", "profile"), parts[2:5:2], strict=False):
+            if value != "Lookup" and not ANY_TYPEID.fullmatch(value):
+                return error(404, f"No {kind} {value!r}: ids are TypeIDs.")
         if self.stores is not None and store not in self.stores:
             return error(404, f"Store {store} not found; configure it in the stand-in.")
 
@@ -474,7 +279,7 @@ class StandIn:
             if self._misbehave():
                 return None
             batch = self._record(request, store, profile, user)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             message = refusal.answer.body["message"]
             self._say(
                 f"{refusal.answer.status} store={store} profile={profile} {message}"
@@ -508,11 +313,11 @@ class StandIn:
         assert fault.status is not None
         message = f"Scripted failure from the stand-in (status {fault.status})."
 
-        raise _Refusal(error(fault.status, message, fault.retry_after))
+        raise Refusal(error(fault.status, message, fault.retry_after))
 
     def _record(self, request: Request, store: str, profile: str, user: str) -> Batch:
         """Validate an Events body and record it as a batch."""
-        body = _json_body(request, _EVENTS)
+        body = json_body(request, EVENTS_VALIDATOR)
         batch = Batch(store, profile, body, *request.received, user)
         with self._changed:
             self._batches.append(batch)
@@ -528,7 +333,7 @@ class StandIn:
 
     def _lookup(self, request: Request) -> Answer:
         """Find the profiles of an address, inventing one under auto_profiles."""
-        body = _json_body(request, _LOOKUP)
+        body = json_body(request, LOOKUP_VALIDATOR)
         value = body["value"]
         with self._lock:
             found = self.profiles.get(value)
@@ -541,11 +346,11 @@ class StandIn:
 
     def _create(self, request: Request, store: str) -> Answer:
         """Create a profile; phone traits become addresses Lookup will find."""
-        traits = _json_body(request, _CREATE)["traits"]
+        traits = json_body(request, CREATE_VALIDATOR)["traits"]
         new_id = profile_id(secrets.token_bytes(16))
         with self._lock:
             self.created.append((store, new_id, traits))
-            for phone in _phones(traits):
+            for phone in phones(traits):
                 self.profiles[phone] = new_id
 
         return Answer(201, {"id": new_id})
@@ -580,74 +385,6 @@ class StandIn:
             raise ValueError(f"unknown settings {sorted(unknown)}")
         self.latency_ms = float(body.get("latency_ms", self.latency_ms))
         self.max_concurrency = body.get("max_concurrency", self.max_concurrency)
-
-
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server that knows its stand-in."""
-
-    daemon_threads = True
-    # Benchmarks open many connections at once; the default backlog of 5 drops some.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], standin: StandIn) -> None:
-        self.standin = standin
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Reads one HTTP request, asks the stand-in, writes its answer."""
-
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    # Idle keep-alive connections are closed after this many seconds.
-    timeout = 30
-
-    def do_GET(self) -> None:
-        """Serve a GET."""
-        self._serve()
-
-    def do_POST(self) -> None:
-        """Serve a POST."""
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet; the echo callback is the stand-in's voice."""
-
-    def _serve(self) -> None:
-        """Hand the request to the stand-in and write what it answers."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            return self._write(error(400, "Content-Length must be an integer."))
-
-        request = Request(
-            self.command,
-            self.path,
-            self.headers.get("Content-Type", ""),
-            self.headers.get("Authorization", ""),
-            self.rfile.read(length),
-            (time.monotonic(), time.time()),
-        )
-        answer = self.server.standin.handle(request)
-        if answer is None:
-            self.close_connection = True
-            return None
-
-        return self._write(answer)
-
-    def _write(self, answer: Answer) -> None:
-        """Send an answer with a JSON body and a Content-Length."""
-        payload = json.dumps(answer.body).encode()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
 
 
 def _print_line(line: str) -> None:

@@ -439,3 +439,22 @@ def test_main_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert exited.value.code == 0
     assert "--port" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/Stores/nope/Profiles/{PROFILE}/Events",
+        f"/v1/Stores/{STORE}/Profiles/nope/Events",
+        "/v1/Stores/nope/Profiles/Lookup",
+    ],
+)
+def test_ids_that_are_not_typeids_are_not_found(api: StandIn, path: str) -> None:
+    """A store or profile id that is not a TypeID is a 404, as no such id exists."""
+    response = requests.post(
+        api.url + path, json=batch(), auth=(USER, TOKEN), timeout=5
+    )
+
+    assert response.status_code == 404
+    assert "TypeID" in response.json()["message"]
+    assert api.batches() == []
