@@ -9,14 +9,19 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import contract, routing, signature
 from app.errors import CallbackError
 from app.logs import log, mask
-from app.translate import Event, translate
+from app.translate import Event, Translation, translate
+
+if TYPE_CHECKING:
+    from app import Bridge
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
@@ -43,20 +48,9 @@ def _take(kind: str) -> Response:
     started = time.perf_counter()
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
-    settings = bridge.settings
-    if request.mimetype != FORM:
-        raise CallbackError(
-            f"Content-Type {request.mimetype or '(none)'} is not {FORM}.",
-            reason="content_type",
-            status=415,
-        )
-    # Werkzeug stops a chunked body at the limit without a word; reaching it means
-    # there was more, so refuse rather than check a signature over a cut form.
-    if len(request.get_data(cache=True)) >= settings.max_body_bytes:
-        raise RequestEntityTooLarge()
-    form = request.form
+    form = _form(bridge.settings.max_body_bytes)
 
-    url = signature.public_url(request.environ, settings.public_base_url)
+    url = signature.public_url(request.environ, bridge.settings.public_base_url)
     signature.verify(
         url, form, request.headers.get(signature.HEADER, ""), bridge.tokens
     )
@@ -66,20 +60,7 @@ def _take(kind: str) -> Response:
     translation = translate(kind, form, received, conversation)
     _check(translation.events)
 
-    member, counts = "", (0, 0, 0)
-    if translation.events:
-        store = routing.store_for(request.args, settings.memory_store_id)
-        member = routing.member_for(request.args, store, translation.customer)
-        rows = [
-            (e.communication, e.status, e.rank, _json(e)) for e in translation.events
-        ]
-        counts = bridge.buffer.admit(
-            member,
-            rows,
-            linger_ms=settings.linger_ms,
-            comm_ttl_s=settings.dedupe_ttl_s,
-            park_ttl_s=settings.dead_letter_ttl_s,
-        )
+    member, (admitted, duplicate, stale) = _admit(bridge, translation)
 
     log(
         logger,
@@ -88,15 +69,52 @@ def _take(kind: str) -> Response:
         status=translation.status,
         sid=_sid(form),
         customer=mask(translation.customer),
-        admitted=counts[0],
-        duplicate=counts[1],
-        stale=counts[2],
-        parked=counts[0] if translation.events and not member else 0,
+        admitted=admitted,
+        duplicate=duplicate,
+        stale=stale,
+        parked=admitted if translation.events and not member else 0,
         ignored=translation.ignored or None,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
     return _answer(translation.status)
+
+
+def _form(max_bytes: int) -> MultiDict[str, str]:
+    """Return the callback's form, refusing other content types and large bodies."""
+    if request.mimetype != FORM:
+        raise CallbackError(
+            f"Content-Type {request.mimetype or '(none)'} is not {FORM}.",
+            reason="content_type",
+            status=415,
+        )
+    # Werkzeug stops a chunked body at the limit without a word; reaching it means
+    # there was more, so refuse rather than check a signature over a cut form.
+    if len(request.get_data(cache=True)) >= max_bytes:
+        raise RequestEntityTooLarge()
+
+    return request.form
+
+
+def _admit(
+    bridge: "Bridge", translation: Translation
+) -> tuple[str, tuple[int, int, int]]:
+    """Store the events for their profile; return the member and the admit counts."""
+    if not translation.events:
+        return "", (0, 0, 0)
+    settings = bridge.settings
+    store = routing.store_for(request.args, settings.memory_store_id)
+    member = routing.member_for(request.args, store, translation.customer)
+    rows = [(e.communication, e.status, e.rank, _json(e)) for e in translation.events]
+    counts = bridge.buffer.admit(
+        member,
+        rows,
+        linger_ms=settings.linger_ms,
+        comm_ttl_s=settings.dedupe_ttl_s,
+        park_ttl_s=settings.dead_letter_ttl_s,
+    )
+
+    return member, counts
 
 
 def _check(events: list[Event]) -> None:
