@@ -52,7 +52,8 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     if not argv or argv[0] not in ("up", "test"):
-        sys.exit(__doc__)
+        unknown = f"dev.py: unknown command {argv[0]!r}\n" if argv else ""
+        sys.exit(unknown + __doc__)
     ensure_venv()
     if argv[0] == "up":
         os.chdir(ROOT)

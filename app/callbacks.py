@@ -77,7 +77,12 @@ def _take(kind: str) -> Response:
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
-    return _answer(translation.status)
+    outcome = translation.ignored or (
+        f"admitted={admitted} duplicate={duplicate} stale={stale}"
+        + ("" if member or not translation.events else " parked")
+    )
+
+    return _answer(translation.status, outcome)
 
 
 def _form(max_bytes: int) -> MultiDict[str, str]:
@@ -137,12 +142,20 @@ def _sid(form: dict[str, str]) -> str:
     return form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid") or ""
 
 
-def _answer(status: str) -> Response:
-    """Answer 204, or empty TwiML to an inbound message webhook."""
-    if status in ("received", "receiving"):
-        return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+def _answer(status: str, outcome: str) -> Response:
+    """Answer 204, or empty TwiML to an inbound message webhook.
 
-    return Response(status=204)
+    The ``X-Memory-Bridge`` header says what became of the callback, for people
+    debugging their setup (Twilio ignores it).
+    """
+    if status in ("received", "receiving"):
+        response = Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+    else:
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+    response.headers["X-Memory-Bridge"] = outcome
+
+    return response
 
 
 def init_app(app: Flask) -> None:

@@ -43,12 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default="var", help="embedded Redis data folder (var)")
     run.set_defaults(func=_run)
 
-    web = sub.add_parser("web", help="the web process (gunicorn)")
+    web = sub.add_parser(
+        "web",
+        help="the web process (gunicorn)",
+        description="Serve the callbacks with gunicorn (app/gunicorn_conf.py). "
+        "Settings come from the environment; see README.md.",
+    )
     web.set_defaults(func=_web)
-    worker = sub.add_parser("worker", help="the worker process (RQ worker)")
+    worker = sub.add_parser(
+        "worker",
+        help="the worker process (RQ worker)",
+        description="Run the RQ worker that drains buffered events to the Memory "
+        "API. Settings come from the environment; see README.md.",
+    )
     worker.set_defaults(func=_worker)
 
-    sample = sub.add_parser("sample", help="post a signed sample callback")
+    sample = sub.add_parser(
+        "sample",
+        help="post a signed sample callback",
+        description="Post one callback signed with TWILIO_AUTH_TOKEN (from the "
+        "environment or .env; the local-mode token when unset) and print what the "
+        "bridge made of it: To is the customer, From for received messages.",
+    )
     sample.add_argument(
         "--url",
         default="http://127.0.0.1:8000/twilio/messaging",
@@ -57,10 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--status", default="", help="MessageStatus or CallStatus (delivered/completed)"
     )
-    sample.add_argument("--to", default="+15005550006", help="To (%(default)s)")
-    sample.add_argument(
-        "--from", dest="sender", default="+15005550001", help="From (%(default)s)"
-    )
+    sample.add_argument("--customer", default="+15005550006", help="(%(default)s)")
+    sample.add_argument("--business", default="+15005550001", help="(%(default)s)")
     sample.add_argument("--sid", default="", help="MessageSid or CallSid (random)")
     sample.add_argument("--curl", action="store_true", help="print curl, do not post")
     sample.set_defaults(func=_sample)
@@ -94,10 +108,14 @@ def _sample(args: argparse.Namespace) -> int:
     )
     sid = args.sid or ("CA" if kind == "voice" else "SM") + uuid.uuid4().hex
     status = args.status or ("completed" if kind == "voice" else "delivered")
+    inbound = status in ("received", "receiving")
+    sender, recipient = (
+        (args.customer, args.business) if inbound else (args.business, args.customer)
+    )
     form = {
         "AccountSid": os.environ.get("TWILIO_ACCOUNT_SID", LOCAL_ACCOUNT_SID),
-        "From": args.sender,
-        "To": args.to,
+        "From": sender,
+        "To": recipient,
     }
     if kind == "voice":
         form |= {"CallSid": sid, "CallStatus": status, "Direction": "outbound-api"}
@@ -122,8 +140,8 @@ def _sample(args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            # 2xx: stored, or known already (a duplicate, a late or unknown status).
-            print(f"{response.status} {kind} {sid} {status}: accepted")
+            outcome = response.headers.get("X-Memory-Bridge", "")
+            print(f"{response.status} {kind} {sid} {status}: {outcome}")
             return 0
     except urllib.error.HTTPError as error:
         print(f"{error.code} {error.read().decode(errors='replace')}", file=sys.stderr)

@@ -84,6 +84,10 @@ def _local_mode(env: dict[str, str], port: int) -> StandIn:
         MEMORY_BASE_URL=standin.url,
     )
     env.setdefault("MEMORY_STORE_ID", LOCAL_STORE_ID)
+    # Apart from a real run's keys and queue even in a shared REDIS_URL, so that
+    # nothing buffered here can ever reach the real API, nor the other way round.
+    env["BRIDGE_KEY_PREFIX"] = env.get("BRIDGE_KEY_PREFIX", "mb") + "-local"
+    env["BRIDGE_QUEUE_NAME"] = env.get("BRIDGE_QUEUE_NAME", "memory-bridge") + "-local"
     _say("LOCAL MODE: no TWILIO_* settings and no MEMORY_BASE_URL, so events go to")
     _say(f"  the stand-in Memory API at {standin.url}; nothing leaves this machine.")
     _say(f"  Callbacks are checked with the local token {config.LOCAL_AUTH_TOKEN!r}.")
@@ -94,6 +98,9 @@ def _local_mode(env: dict[str, str], port: int) -> StandIn:
 def _check_port_free(host: str, port: int) -> None:
     """Refuse to start when something already listens on the web port."""
     with socket.socket() as probe:
+        # Like the servers themselves: a port left in TIME_WAIT by a run that just
+        # stopped is free; only a listener makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -142,10 +149,10 @@ def _wait_for_web(url: str, children: dict[str, subprocess.Popen[bytes]]) -> Non
 def _banner(port: int, local: bool) -> None:
     url = f"http://127.0.0.1:{port}/twilio/messaging"
     _say(f"memory-bridge is up: {url} and /twilio/voice")
-    if local:
-        option = "" if port == 8000 else f" --url {url}"
-        _say("Post a signed sample callback from another terminal:")
-        _say(f"  .venv/bin/memory-bridge sample{option} --status delivered")
+    option = "" if port == 8000 else f" --url {url}"
+    token = "the local token" if local else "TWILIO_AUTH_TOKEN"
+    _say(f"Post a sample callback, signed with {token}, from another terminal:")
+    _say(f"  .venv/bin/memory-bridge sample{option} --status delivered")
     _say("Ctrl-C stops everything.")
 
 

@@ -148,6 +148,8 @@ def test_late_statuses_are_counted_and_dropped(client, redis):
         )
     assert [e["communicationStatus"] for e in buffered(redis)] == ["DELIVERED"]
     assert counters(redis)["events_stale"] == 2
+    late = post(client, "/twilio/messaging", message(sid, "queued"))
+    assert late.headers["X-Memory-Bridge"] == "admitted=0 duplicate=0 stale=1"
 
 
 def test_each_new_status_is_an_event(client, redis):

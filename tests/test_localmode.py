@@ -16,13 +16,16 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_run_brings_up_everything_and_shows_a_sample_arriving(tmp_path):
-    """With no REDIS_URL and no credentials, run + sample shows the event arrive."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TWILIO_", "REDIS_", "MEMORY_", "PUBLIC_", "BRIDGE_"))
-    }
+def local_env(**extra: str) -> dict[str, str]:
+    """Return this environment without any of the bridge's settings."""
+    prefixes = ("TWILIO_", "REDIS_", "MEMORY_", "PUBLIC_", "BRIDGE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+    return {**env, **extra}
+
+
+def run_and_sample(tmp_path: Path, env: dict[str, str]) -> str:
+    """Start ``memory-bridge run``, post one sample, wait for it; return the log."""
     port = free_port()
     log = tmp_path / "run.log"
     command = [sys.executable, "-m", "app.cli", "run", "--port", str(port)]
@@ -31,8 +34,6 @@ def test_run_brings_up_everything_and_shows_a_sample_arriving(tmp_path):
         run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
         _wait_for(log, "memory-bridge is up", run)
-        assert "LOCAL MODE" in log.read_text()
-
         sample = subprocess.run(
             [sys.executable, "-m", "app.cli", "sample", "--url"]
             + [f"http://127.0.0.1:{port}/twilio/messaging", "--status", "delivered"],
@@ -44,15 +45,33 @@ def test_run_brings_up_everything_and_shows_a_sample_arriving(tmp_path):
         )
         assert sample.returncode == 0, sample.stderr
         assert sample.stdout.startswith("204 messaging SM")
-
+        assert "admitted=1" in sample.stdout
         _wait_for(log, "stand-in: 202", run)
-        assert "COMMUNICATION_DELIVERED" in log.read_text()
     finally:
         run.send_signal(signal.SIGINT)
         run.wait(30)
     assert run.returncode == 0
+
+    return log.read_text()
+
+
+def test_run_brings_up_everything_and_shows_a_sample_arriving(tmp_path):
+    """With no REDIS_URL and no credentials, run + sample shows the event arrive."""
+    log = run_and_sample(tmp_path, local_env())
+
+    assert "LOCAL MODE" in log
+    assert "COMMUNICATION_DELIVERED" in log
     assert any((tmp_path / "var" / "local" / "redis").glob("appendonly*"))
     assert not (tmp_path / "var" / "redis").exists()
+
+
+def test_local_mode_keeps_apart_in_a_shared_redis(tmp_path, redis_server, redis):
+    """With REDIS_URL set, local mode uses its own keys, never a real run's."""
+    run_and_sample(tmp_path, local_env(REDIS_URL=redis_server.url))
+
+    keys = [k.decode() for k in redis.keys("*")]
+    assert any(k.startswith("mb-local:") for k in keys)
+    assert not any(k.startswith("mb:") for k in keys)
 
 
 def test_run_refuses_a_port_in_use(tmp_path):
