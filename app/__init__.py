@@ -73,7 +73,14 @@ def _init_errors(app: Flask) -> None:
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(error: StoreUnavailable) -> tuple[Response, int]:
-        logs.log(logger, "callback.unstored", logging.ERROR, detail=str(error))
+        logs.log(
+            logger,
+            "callback.unstored",
+            logging.ERROR,
+            path=request.path,
+            sid=request.form.get("MessageSid") or request.form.get("CallSid"),
+            detail=str(error),
+        )
         body = jsonify(error="store_unavailable", message="Not stored; try again.")
         return body, 503
 

@@ -164,6 +164,7 @@ def connect(url: str, timeout: float | None = 1.0) -> Redis:
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
+        socket_keepalive=True,
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import contract, routing, signature
 from app.errors import CallbackError
@@ -93,9 +93,19 @@ def _form(max_bytes: int) -> MultiDict[str, str]:
             reason="content_type",
             status=415,
         )
+    try:
+        body = request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception as error:  # the server's own parser: a malformed chunked body
+        raise CallbackError(
+            f"The body could not be read ({type(error).__name__}): send it whole, "
+            "with a Content-Length or valid chunked encoding.",
+            reason="unreadable_body",
+        ) from error
     # Werkzeug stops a chunked body at the limit without a word; reaching it means
     # there was more, so refuse rather than check a signature over a cut form.
-    if len(request.get_data(cache=True)) >= max_bytes:
+    if len(body) >= max_bytes:
         raise RequestEntityTooLarge()
 
     return request.form

@@ -42,8 +42,15 @@ def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> N
     if not signature:
         raise SignatureError(f"{HEADER} is missing.", reason="signature_missing")
     for token in tokens:
-        if RequestValidator(token).validate(url, form, signature):
-            return
+        try:
+            if RequestValidator(token).validate(url, form, signature):
+                return
+        except ValueError as error:  # urlparse on a malformed Host, such as x:abc
+            raise SignatureError(
+                f"The URL {url[:200]!r} cannot be checked ({error}): set "
+                "PUBLIC_BASE_URL to the public URL Twilio calls.",
+                reason="signature_unverifiable",
+            ) from error
 
     raise SignatureError(
         f"{HEADER} does not match: check PUBLIC_BASE_URL ({url} was checked) "

@@ -130,6 +130,9 @@ class Drainer:
             store, resolution.profile, batch.events
         )
         outcome = self._settle_as(batch, reply)
+        if reply.status == 404 and kind == "phone":
+            # The cached profile may be gone: look the phone up again next time.
+            self.profiles.forget(batch.member)
 
         log(
             logger,

@@ -42,6 +42,7 @@ class MemoryApi:
         self, base_url: str, credentials: tuple[str, str], *, timeout: float, pool: int
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         token = base64.b64encode(":".join(credentials).encode()).decode()
         self._headers = {
             "Authorization": f"Basic {token}",
@@ -79,19 +80,50 @@ class MemoryApi:
         return reply, [str(p) for p in found if isinstance(p, str) and p]
 
     def _request(self, path: str, body: bytes) -> Reply:
-        """POST ``body``; map every answer, and every failure to get one, to a Reply."""
+        """POST ``body``; map every answer, and every failure to get one, to a Reply.
+
+        The whole answer must arrive within the timeout: urllib3's read timeout is
+        per read, so a server that drips its body would otherwise hold a thread.
+        """
+        deadline = time.monotonic() + self.timeout
         try:
             response = self._http.request(
-                "POST", self.base_url + path, body=body, headers=self._headers
+                "POST",
+                self.base_url + path,
+                body=body,
+                headers=self._headers,
+                preload_content=False,
             )
         except urllib3.exceptions.HTTPError as error:
             return Reply(0, type(error).__name__)
+        try:
+            text = _read(response, deadline)
+        except (urllib3.exceptions.HTTPError, TimeoutError) as error:
+            return Reply(0, type(error).__name__)
+        finally:
+            response.release_conn()
 
         return Reply(
-            response.status,
-            response.data.decode("utf-8", "replace")[:2000],
-            _retry_after(response.headers.get("Retry-After", "")),
+            response.status, text, _retry_after(response.headers.get("Retry-After", ""))
         )
+
+
+def _read(
+    response: urllib3.BaseHTTPResponse, deadline: float, limit: int = 2000
+) -> str:
+    """Read the start of a body before ``deadline``; drop the connection if late."""
+    body = b""
+    while len(body) < limit:
+        if time.monotonic() > deadline:
+            response.close()
+            raise TimeoutError("the answer took longer than the timeout")
+        chunk = response.read1(256)  # what has arrived, not a full 256 bytes
+        if not chunk:
+            return body.decode("utf-8", "replace")
+        body += chunk
+    response.close()  # more than we keep: the connection cannot be reused
+
+    return body[:limit].decode("utf-8", "replace")
 
 
 # A Retry-After past this is taken as this: an hour is long enough for any rate

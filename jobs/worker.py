@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 # long: short, since a drain's outcome is in the buffers, not in its result.
 RESULT_TTL_S = 60
 FAILURE_TTL_S = 24 * 3600
+# The worker's key in RQ lives this long between heartbeats; RQ also waits this
+# long less 5 s on a Redis read, which bounds a stall on a half-open connection.
+WORKER_TTL_S = 60
+RESTART_PAUSE_MAX_S = 30.0
 
 
 class Pump:
@@ -133,34 +137,55 @@ def run() -> None:
     """Run the worker until SIGTERM, starting it again whenever Redis comes back."""
     settings = config.load().check()
     logs.configure(settings.log_format, settings.log_level, settings.secrets)
+    # RQ raises this client's socket timeout to its worker TTL less 5 s; keepalive
+    # and the short TTL below bound how long a half-open connection can stall it.
     redis = connect(settings.redis_url, timeout=None)
-    try:
-        redis.ping()
-    except RedisError as error:
-        raise ConfigError(
-            f"Redis at {_without_password(settings.redis_url)} did not answer "
-            f"({error}): start it, or set REDIS_URL to one that runs."
-        ) from error
+    _check_redis(redis, settings.redis_url)
 
+    pause = 0.0
     while True:
         worker = _worker(settings, redis)
+        started = time.monotonic()
         try:
             worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
         except RedisError as error:
             logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
         if worker.stopping:
             return
+        # A Redis that answers PING but refuses writes (out of memory, a read-only
+        # replica) would otherwise restart us in a tight loop.
+        ran_long = time.monotonic() - started > RESTART_PAUSE_MAX_S
+        pause = 0.0 if ran_long else min(RESTART_PAUSE_MAX_S, max(1.0, pause * 2))
         try:
+            time.sleep(pause)
             _wait_for(redis)
         except StopRequested:  # SIGTERM while Redis is away: nothing is running
             return
-        logs.log(logger, "worker.restarting", name=worker.name)
+        logs.log(logger, "worker.restarting", name=worker.name, paused_s=pause)
+
+
+def _check_redis(redis: Redis, url: str) -> None:
+    """Refuse to start without Redis, or with a Redis that may evict our buffers."""
+    try:
+        policy = str(redis.info("memory").get("maxmemory_policy", "noeviction"))
+    except RedisError as error:
+        raise ConfigError(
+            f"Redis at {_without_password(url)} did not answer "
+            f"({error}): start it, or set REDIS_URL to one that runs."
+        ) from error
+    if policy.startswith("allkeys"):
+        raise ConfigError(
+            f"Redis evicts any key when full (maxmemory-policy {policy}), so it "
+            "could drop buffered events: set maxmemory-policy to noeviction."
+        )
 
 
 def _worker(settings: config.Settings, redis: Redis) -> BridgeWorker:
     """Build the RQ worker and its Pump."""
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
-    worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker = BridgeWorker(
+        [queue], connection=redis, serializer=JSONSerializer, worker_ttl=WORKER_TTL_S
+    )
     worker.pump = Pump(settings, connect(settings.redis_url, timeout=5.0), queue)
     logs.log(logger, "worker.started", queue=settings.queue_name, name=worker.name)
 

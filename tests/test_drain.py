@@ -107,3 +107,14 @@ def test_api_down_keeps_everything(settings, redis):
     Drainer(s.check(), connect(s.redis_url)).run()
     assert redis.llen(f"mb:inflight:{member}") == 4
     assert redis.zscore("mb:leases", member) is not None
+
+
+def test_a_404_forgets_the_cached_profile(drainer, redis, standin):
+    """A 404 for a looked-up profile drops it from the cache, to be looked up anew."""
+    member = f"{STORE}/phone:{CUSTOMER}"
+    redis.set(f"mb:profile:{member}", "mem_profile_" + "7" * 26)
+    standin.script(status=404, count=1)
+    admit(redis, member, 1)
+    drainer.run()
+    assert redis.get(f"mb:profile:{member}") is None
+    assert redis.zscore("mb:leases", member) is not None  # kept for a retry

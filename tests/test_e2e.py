@@ -178,3 +178,22 @@ def test_chunked_body_over_the_limit_is_413(start_bridge):
         timeout=10,
     )
     assert response.status_code == 413
+
+
+def test_malformed_chunked_body_is_a_400(start_bridge):
+    """A chunked body with a bad chunk size gets 400 and a log line, not a 500."""
+    import socket
+
+    bridge = start_bridge()
+    raw = (
+        b"POST /twilio/messaging HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"X-Twilio-Signature: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", bridge.port), timeout=5) as conn:
+        conn.sendall(raw)
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    time.sleep(0.3)
+    assert "unreadable_body" in bridge.logs()

@@ -124,3 +124,24 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 
             pytest.fail(f"run exited with {process.returncode}:\n{log.read_text()}")
         time.sleep(0.2)
     pytest.fail(f"{text!r} did not appear within {timeout} s:\n{log.read_text()}")
+
+
+def test_worker_refuses_a_redis_that_evicts_any_key(tmp_path, redis_server, redis):
+    """A Redis with maxmemory-policy allkeys-lru could drop buffers: refused."""
+    env = local_env(
+        REDIS_URL=redis_server.url, TWILIO_AUTH_TOKEN="12345", TWILIO_ACCOUNT_SID="AC1"
+    )
+    redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", "worker"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        redis.config_set("maxmemory-policy", "noeviction")
+    assert result.returncode == 2
+    assert "maxmemory-policy allkeys-lru" in result.stderr

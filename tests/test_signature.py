@@ -244,3 +244,15 @@ def test_a_url_re_encoded_by_the_framework_is_refused() -> None:
 
     with pytest.raises(SignatureError):
         verify(f"{BASE_URL}/twilio/messaging?b=2&a=%2b1", form, signature, (TOKEN,))
+
+
+def test_a_malformed_host_is_refused_not_a_crash() -> None:
+    """With no PUBLIC_BASE_URL, a Host like x:abc gets a SignatureError, not a 500."""
+    environ = {"wsgi.url_scheme": "http", "HTTP_HOST": "x:abc", "RAW_URI": "/t"}
+    url = public_url(environ, "")
+
+    with pytest.raises(SignatureError) as raised:
+        verify(url, MultiDict({"a": "1"}), "c2ln", ("12345",))
+
+    assert raised.value.status == 403
+    assert "PUBLIC_BASE_URL" in str(raised.value)
