@@ -9,7 +9,7 @@ never touches RQ, and a drain runs only when there is something to deliver.
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis, RedisError
@@ -96,8 +96,12 @@ class BridgeWorker(HerokuWorker):
             except RedisError as error:
                 logs.log(logger, "pump.redis_unavailable", logging.WARNING, error=error)
                 wait = 1.0
-            # RQ returns None when max_idle_time passes with no job: our slice.
-            result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)  # type: ignore[arg-type]
+            # RQ returns None when max_idle_time passes with no job: our slice. RQ
+            # types both as int, but hands them to BLPOP, which takes fractions.
+            slice_s = cast(int, wait)
+            result = super().dequeue_job_and_maintain_ttl(
+                slice_s, max_idle_time=slice_s
+            )
             if result is not None:
                 return result
 
