@@ -6,6 +6,7 @@ event. Each round claims up to BRIDGE_DELIVERY_CONCURRENCY batches, posts them
 side by side, and settles all of them in one round trip.
 """
 
+import contextlib
 import json
 import logging
 import random
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from app import config
 from app.buffer import STATS_TTL_S, Batch, Buffer, Outcome, connect
@@ -94,17 +95,17 @@ class Drainer:
         return dict(totals)
 
     def _count_drain(self) -> None:
-        """Count this drain in the minute's counters (the status page shows them)."""
+        """Count this drain in the minute's counters; never mask a drain's own error."""
         key = self.buffer.stats_key(int(time.time() * 1000))
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(key, "drains", 1)
         pipe.expire(key, STATS_TTL_S)
-        pipe.execute()
+        with contextlib.suppress(RedisError):
+            pipe.execute()
 
     def deliver(self, batches: list[Batch]) -> list[Outcome]:
         """Resolve the batches' profiles, then post them side by side."""
         resolved = self.profiles.resolve([b.member for b in batches], self.pool.map)
-
         resolutions = [resolved[b.member] for b in batches]
 
         return list(self.pool.map(self._try_post, batches, resolutions))
@@ -114,15 +115,18 @@ class Drainer:
         try:
             return self._post(batch, resolution)
         except Exception as error:  # one bad batch must not take the others down
-            logger.exception(
-                "batch.crashed", extra={"fields": {"member": batch.member}}
+            # WARNING, not ERROR: the batch is kept and tried again.
+            logger.warning(
+                "batch.crashed",
+                exc_info=True,
+                extra={"fields": {"profile": _shown(batch.member)}},
             )
             reply = Reply(0, f"{type(error).__name__}: {error}")
             return Outcome(batch, "retry", self._retry_at_ms(batch.attempt, reply))
 
     def _post(self, batch: Batch, resolution: Resolution) -> Outcome:
         """Post one batch and decide what becomes of it."""
-        store, kind, value = parse_member(batch.member)
+        store, kind, _ = parse_member(batch.member)
         started = time.perf_counter()
         if resolution.missing:
             return self._dead(batch, "profile_not_found", "Lookup found no profile")
@@ -139,7 +143,7 @@ class Drainer:
             f"batch.{outcome.kind}",
             logging.INFO if outcome.kind == "delivered" else logging.WARNING,
             store=store,
-            profile=resolution.profile or (mask(value) if kind == "phone" else value),
+            profile=resolution.profile or _shown(batch.member),
             events=len(batch.events),
             attempt=batch.attempt,
             status=reply.status,
@@ -170,7 +174,7 @@ class Drainer:
 
     def _dead(self, batch: Batch, reason: str, error: str) -> Outcome:
         """Make a dead letter that keeps the events, the reason and the error."""
-        store, kind, value = parse_member(batch.member)
+        store = parse_member(batch.member)[0]
         letter = json.dumps(
             {
                 "reason": reason,
@@ -187,9 +191,16 @@ class Drainer:
             "batch.dead",
             logging.WARNING,
             store=store,
-            profile=mask(value) if kind == "phone" else value,
+            profile=_shown(batch.member),
             events=len(batch.events),
             reason=reason,
         )
 
         return Outcome(batch, "dead", error=error, dead_letter=letter)
+
+
+def _shown(member: str) -> str:
+    """Return a member's profile as logs may show it: a phone all but masked."""
+    _, kind, value = parse_member(member)
+
+    return mask(value) if kind == "phone" else value
