@@ -233,8 +233,8 @@ class Buffer:
         batches, i = [], 0
         while i < len(flat):
             member, attempt, first_ms, count = flat[i : i + 4]
-            events = [_text(e) for e in flat[i + 4 : i + 4 + int(count)]]
-            batches.append(Batch(_text(member), int(attempt), int(first_ms), events))
+            events = [text(e) for e in flat[i + 4 : i + 4 + int(count)]]
+            batches.append(Batch(text(member), int(attempt), int(first_ms), events))
             i += 4 + int(count)
 
         return batches
@@ -282,5 +282,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """Return a Redis reply as str (the clients here do not decode)."""
     return value.decode() if isinstance(value, bytes) else value

@@ -5,8 +5,7 @@
     ├── CallbackError        a callback we refuse with a 4xx (carries the status)
     │   ├── SignatureError   403: the request is not signed by a known Twilio account
     │   └── UnroutableError  400: no store to send the events to
-    ├── StoreUnavailable     503: Redis did not answer, nothing was stored
-    └── DeliveryError        a batch did not reach the Memory API (kept, retried)
+    └── StoreUnavailable     503: Redis did not answer, nothing was stored
 
 Foreign errors (redis, urllib3) are mapped into it where they are raised, with
 ``raise ... from`` so the cause stays in the traceback.
@@ -46,12 +45,3 @@ class UnroutableError(CallbackError):
 
 class StoreUnavailable(BridgeError):
     """Redis could not be reached; the callback was not stored."""
-
-
-class DeliveryError(BridgeError):
-    """A batch did not reach the Memory API; ``status`` is 0 for no answer."""
-
-    def __init__(self, message: str, *, status: int = 0, retry_after: float = 0.0):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after

@@ -155,8 +155,6 @@ class StandIn:
         with self._lock:
             return list(self._batches)
 
-    requests = batches
-
     def events(self) -> list[ReceivedEvent]:
         """Return every accepted event, in arrival order."""
         return [

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from app.buffer import text
 from app.routing import parse_member
 from jobs.memory import MemoryApi, Reply
 
@@ -51,7 +52,7 @@ class Profiles:
         misses = [m for m, hit in zip(phones, cached, strict=True) if not hit]
         for member, hit in zip(phones, cached, strict=True):
             if hit:
-                found[member] = Resolution(_text(hit))
+                found[member] = Resolution(text(hit))
         looked_up = dict(zip(misses, run(self._lookup, misses), strict=True))
         found.update(looked_up)
         self._remember({m: r.profile for m, r in looked_up.items() if r.profile})
@@ -81,7 +82,3 @@ class Profiles:
 
     def _key(self, member: str) -> str:
         return f"{self.prefix}:profile:{member}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

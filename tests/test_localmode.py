@@ -24,6 +24,20 @@ def local_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def bridge_command(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``memory-bridge ARGS`` to its end in ``tmp_path``; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def run_and_sample(tmp_path: Path, env: dict[str, str]) -> str:
     """Start ``memory-bridge run``, post one sample, wait for it; return the log."""
     port = free_port()
@@ -34,14 +48,9 @@ def run_and_sample(tmp_path: Path, env: dict[str, str]) -> str:
         run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
         _wait_for(log, "memory-bridge is up", run)
-        sample = subprocess.run(
-            [sys.executable, "-m", "app.cli", "sample", "--url"]
-            + [f"http://127.0.0.1:{port}/twilio/messaging", "--status", "delivered"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        url = f"http://127.0.0.1:{port}/twilio/messaging"
+        sample = bridge_command(
+            tmp_path, "sample", "--url", url, "--status", "delivered", env=env
         )
         assert sample.returncode == 0, sample.stderr
         assert sample.stdout.startswith("204 messaging SM")
@@ -82,13 +91,7 @@ def test_run_refuses_a_port_in_use(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "app.cli", "run", "--port", str(port)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = bridge_command(tmp_path, "run", "--port", str(port))
     assert result.returncode == 2
     assert f"Port {port} on 127.0.0.1 is in use" in result.stderr
     assert not (tmp_path / "var").exists()
@@ -98,14 +101,7 @@ def test_missing_token_stops_start_up_naming_the_variable(tmp_path):
     """The worker refuses to start without TWILIO_AUTH_TOKEN and says how to set it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     env["REDIS_URL"] = "redis://127.0.0.1:1/0"
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "worker"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = bridge_command(tmp_path, "worker", env=env)
     assert result.returncode == 2
     assert "TWILIO_AUTH_TOKEN is not set" in result.stderr
 
@@ -133,14 +129,7 @@ def test_worker_refuses_a_redis_that_evicts_any_key(tmp_path, redis_server, redi
     )
     redis.config_set("maxmemory-policy", "allkeys-lru")
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "app.cli", "worker"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = bridge_command(tmp_path, "worker", env=env)
     finally:
         redis.config_set("maxmemory-policy", "noeviction")
     assert result.returncode == 2
