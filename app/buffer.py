@@ -3,6 +3,7 @@
 Keys (``{p}`` is BRIDGE_KEY_PREFIX, ``{m}`` a profile member ``store/kind:value``):
 
     {p}:comm:{sid}      hash   last status and rank of one communication (TTL)
+    {p}:seen:{id}       string an event id Twilio gave (a CloudEvent id) (TTL)
     {p}:buf:{m}         list   events waiting for a profile (drained)
     {p}:due             zset   members, scored by when their buffer is due (drained)
     {p}:inflight:{m}    list   the one batch being delivered for a member (drained)
@@ -18,6 +19,7 @@ names from the prefix, so they suit a single Redis server, not a cluster.
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +31,15 @@ from app.errors import StoreUnavailable
 
 # KEYS: due, buffer, stats, then one comm key per event.
 # ARGV: member ('' parks the events instead), due_at_ms, comm_ttl_ms, stats_ttl_s,
-#       park_ttl_s, then status, rank, event json for each event.
+#       park_ttl_s, then status, rank, event json, and the key that remembers
+#       the event's own id ('' when Twilio gave it none) for each event.
 _ADMIT = """
 local admitted, duplicate, stale = 0, 0, 0
 for i = 4, #KEYS do
-  local a = 6 + (i - 4) * 3
+  local a = 6 + (i - 4) * 4
   local seen = redis.call('HMGET', KEYS[i], 's', 'r')
-  if seen[1] == ARGV[a] then
+  local known = ARGV[a + 3] ~= '' and redis.call('EXISTS', ARGV[a + 3]) == 1
+  if known or seen[1] == ARGV[a] then
     duplicate = duplicate + 1
   elseif seen[2] and tonumber(seen[2]) >= tonumber(ARGV[a + 1]) then
     stale = stale + 1
@@ -43,6 +47,7 @@ for i = 4, #KEYS do
     redis.call('HSET', KEYS[i], 's', ARGV[a], 'r', ARGV[a + 1])
     redis.call('PEXPIRE', KEYS[i], ARGV[3])
     redis.call('RPUSH', KEYS[2], ARGV[a + 2])
+    if ARGV[a + 3] ~= '' then redis.call('SET', ARGV[a + 3], 1, 'PX', ARGV[3]) end
     admitted = admitted + 1
   end
 end
@@ -189,14 +194,14 @@ class Buffer:
     def admit(
         self,
         member: str,
-        events: list[tuple[str, str, int, str]],
+        events: Sequence[tuple[str, str, int, str] | tuple[str, str, int, str, str]],
         *,
         linger_ms: int,
         comm_ttl_s: int,
         park_ttl_s: int = 30 * 24 * 3600,
         now_ms: int | None = None,
     ) -> tuple[int, int, int]:
-        """Admit ``(sid, status, rank, json)`` events for ``member`` in one round trip.
+        """Admit ``(sid, status, rank, json[, event id])`` events in one round trip.
 
         Returns how many were admitted, duplicates, and stale. An empty
         ``member`` parks the events in the unroutable list instead.
@@ -210,9 +215,10 @@ class Buffer:
         keys = [self.due_key, buffer, self.stats_key(now_ms)]
         args: list[Any] = [member, now_ms + linger_ms, comm_ttl_s * 1000, STATS_TTL_S]
         args.append(park_ttl_s)
-        for sid, status, rank, body in events:
+        for sid, status, rank, body, *event_id in events:
             keys.append(f"{self.prefix}:comm:{sid}")
-            args += [status, rank, body]
+            seen = f"{self.prefix}:seen:{event_id[0]}" if any(event_id) else ""
+            args += [status, rank, body, seen]
         try:
             admitted, duplicate, stale = self._admit(keys=keys, args=args)
         except RedisError as error:
@@ -222,6 +228,24 @@ class Buffer:
             ) from error
 
         return int(admitted), int(duplicate), int(stale)
+
+    def count(self, counters: dict[str, int], now_ms: int | None = None) -> None:
+        """Add to this minute's counters (``unknown:voice:on-hold``, …).
+
+        Counting is best effort: a Redis error here raises StoreUnavailable like
+        any other, and callers that stored nothing may let it pass.
+        """
+        if not counters:
+            return
+        key = self.stats_key(now_ms or _now_ms())
+        pipe = self.redis.pipeline(transaction=False)
+        for name, amount in counters.items():
+            pipe.hincrby(key, name, amount)
+        pipe.expire(key, STATS_TTL_S)
+        try:
+            pipe.execute()
+        except RedisError as error:
+            raise StoreUnavailable(f"Redis did not count: {error}") from error
 
     def claim(self, *, max_batches: int, batch_max: int, lease_ms: int) -> list[Batch]:
         """Take up to ``max_batches`` batches: retries due first, then due buffers."""

@@ -1,13 +1,15 @@
 """The web side: Twilio posts callbacks here, and each is stored or refused.
 
-One callback takes five steps: verify the signature, translate the form into
-lifecycle events, route them to a store and profile, admit them to Redis in one
-round trip, and answer. A 2xx means the events are in Redis.
+One callback takes five steps: verify the signature, translate the form (or an
+Event Streams sink's CloudEvents) into lifecycle events, route them to a store and
+profile, admit them to Redis in one round trip per profile, and answer. A 2xx
+means the events are in Redis.
 """
 
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -15,10 +17,12 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app import contract, routing, signature
-from app.errors import CallbackError
+from app import contract, eventstreams, routing, signature, unknowns
+from app.errors import CallbackError, StoreUnavailable
+from app.eventstreams import translate_event
+from app.lifecycle import Event, Translation, in_order
 from app.logs import log, mask
-from app.translate import Event, Translation, translate
+from app.translate import translate
 
 if TYPE_CHECKING:
     from app import Bridge
@@ -27,6 +31,12 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
 
 FORM = "application/x-www-form-urlencoded"
+# Event Streams posts CloudEvents as JSON (structured or batched mode).
+JSON_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+)
 # Inbound message webhooks expect TwiML back; an empty Response sends no reply.
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -43,53 +53,122 @@ def voice() -> Response:
     return _take("voice")
 
 
+@bp.post("/conversations")
+def conversations() -> Response:
+    """Take a Conversations webhook (onDeliveryUpdated, onMessageAdded, …)."""
+    return _take("conversations")
+
+
+@bp.post("/events")
+def events() -> Response:
+    """Take the CloudEvents an Event Streams webhook sink posts."""
+    started = time.perf_counter()
+    received = datetime.now(UTC)
+    bridge = current_app.extensions["memory_bridge"]
+    body = _json_body(bridge.settings.max_body_bytes)
+
+    _verify(bridge, body)
+
+    routing.check(request.args)
+    conversation = routing.conversation_for(request.args)
+    translations = [
+        translate_event(event, received, conversation)
+        for event in eventstreams.parse(body)
+    ]
+
+    return _store(bridge, "events", translations, started, sid="")
+
+
 def _take(kind: str) -> Response:
-    """Verify, translate, route, admit and answer one callback."""
+    """Verify, translate, route, admit and answer one form callback."""
     started = time.perf_counter()
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
     form = _form(bridge.settings.max_body_bytes)
 
-    url = signature.public_url(request.environ, bridge.settings.public_base_url)
-    signature.verify(
-        url, form, request.headers.get(signature.HEADER, ""), bridge.tokens
-    )
+    _verify(bridge, form)
 
     routing.check(request.args)
     conversation = routing.conversation_for(request.args)
     translation = translate(kind, form, received, conversation)
-    _check(translation.events)
 
-    member, (admitted, duplicate, stale) = _admit(bridge, translation)
+    return _store(bridge, kind, [translation], started, sid=_sid(form))
 
+
+def _verify(bridge: "Bridge", signed: MultiDict[str, str] | bytes) -> None:
+    """Check the request's signature: over the form, or over a JSON body's hash.
+
+    The one place that reads the signing tokens.
+    """
+    url = signature.public_url(request.environ, bridge.settings.public_base_url)
+    given = request.headers.get(signature.HEADER, "")
+    if isinstance(signed, bytes):
+        signature.verify_json(url, signed, given, bridge.tokens)
+    else:
+        signature.verify(url, signed, given, bridge.tokens)
+
+
+def _store(
+    bridge: "Bridge",
+    kind: str,
+    translations: list[Translation],
+    started: float,
+    sid: str,
+) -> Response:
+    """Check the events, admit them per profile, count the unknown, and answer."""
+    checked, shortened = _check(translations)
+    admitted, duplicate, stale, parked = _admit(bridge, checked)
+    unknown = [t.unknown for t in translations if t.unknown]
+    _count(bridge, unknown, shortened)
+
+    statuses = sorted({t.status for t in translations})
+    ignored = sorted({t.ignored for t in translations if t.ignored})
+    customers = {t.customer for t in translations if t.customer}
     log(
         logger,
         "callback.accepted",
         kind=kind,
-        status=translation.status,
-        sid=_sid(form),
-        customer=mask(translation.customer),
+        status=",".join(statuses)[:200],
+        sid=sid or None,
+        cloudevents=len(translations) if kind == "events" else None,
+        customer=mask(next(iter(customers))) if len(customers) == 1 else None,
         admitted=admitted,
         duplicate=duplicate,
         stale=stale,
-        parked=admitted if translation.events and not member else 0,
-        ignored=translation.ignored or None,
+        parked=parked,
+        ignored=",".join(ignored) or None,
+        shortened=",".join(shortened) or None,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
-    outcome = translation.ignored or (
-        f"admitted={admitted} duplicate={duplicate} stale={stale}"
-        + ("" if member or not translation.events else " parked")
-    )
+    counts = f"admitted={admitted} duplicate={duplicate} stale={stale}"
+    if len(translations) == 1 and translations[0].ignored:
+        outcome = translations[0].ignored
+    else:
+        outcome = counts + (" parked" if parked else "")
+        outcome += f" ignored={len(unknown)}" if kind == "events" else ""
+    status = translations[0].status if kind != "events" and translations else ""
 
-    return _answer(translation.status, outcome)
+    return _answer(status, outcome)
 
 
 def _form(max_bytes: int) -> MultiDict[str, str]:
     """Return the callback's form, refusing other content types and large bodies."""
-    if request.mimetype != FORM:
+    _read_body(max_bytes, (FORM,))
+
+    return request.form
+
+
+def _json_body(max_bytes: int) -> bytes:
+    """Return a JSON callback's raw body, refusing other types and large bodies."""
+    return _read_body(max_bytes, JSON_TYPES)
+
+
+def _read_body(max_bytes: int, types: tuple[str, ...]) -> bytes:
+    """Return the raw body, refusing other content types and large bodies."""
+    if request.mimetype not in types:
         raise CallbackError(
-            f"Content-Type {request.mimetype or '(none)'} is not {FORM}.",
+            f"Content-Type {request.mimetype or '(none)'} is not {types[0]}.",
             reason="content_type",
             status=415,
         )
@@ -108,40 +187,84 @@ def _form(max_bytes: int) -> MultiDict[str, str]:
     if len(body) >= max_bytes:
         raise RequestEntityTooLarge()
 
-    return request.form
+    return body
+
+
+def _check(
+    translations: list[Translation],
+) -> tuple[list[tuple[Event, str]], list[str]]:
+    """Fit every event to the contract, or refuse the callback naming the field.
+
+    Returns each event with its customer, and the names of the fields cut.
+    """
+    checked, shortened = [], []
+    for translation in translations:
+        for event in translation.events:
+            body, cut = contract.conform(event.body)
+            found = contract.problems(body)
+            if found:
+                raise CallbackError(
+                    "The callback gives an event the Memory API would refuse: "
+                    + "; ".join(found),
+                    reason="invalid_event",
+                )
+            shortened += cut
+            checked.append((replace(event, body=body), translation.customer))
+
+    return checked, shortened
 
 
 def _admit(
-    bridge: "Bridge", translation: Translation
-) -> tuple[str, tuple[int, int, int]]:
-    """Store the events for their profile; return the member and the admit counts."""
-    if not translation.events:
-        return "", (0, 0, 0)
+    bridge: "Bridge", checked: list[tuple[Event, str]]
+) -> tuple[int, int, int, int]:
+    """Store the events per profile; return admitted, duplicate, stale, parked.
+
+    A call's events go in ``SequenceNumber`` order (then ``Timestamp``), whatever
+    order they came in, so that an earlier status is not taken for a late one.
+    """
+    if not checked:
+        return 0, 0, 0, 0
     settings = bridge.settings
     store = routing.store_for(request.args, settings.memory_store_id)
-    member = routing.member_for(request.args, store, translation.customer)
-    rows = [(e.communication, e.status, e.rank, _json(e)) for e in translation.events]
-    counts = bridge.buffer.admit(
-        member,
-        rows,
-        linger_ms=settings.linger_ms,
-        comm_ttl_s=settings.dedupe_ttl_s,
-        park_ttl_s=settings.dead_letter_ttl_s,
-    )
+    groups: dict[str, list[Event]] = {}
+    for event, customer in checked:
+        member = routing.member_for(request.args, store, customer)
+        groups.setdefault(member, []).append(event)
+    totals = [0, 0, 0, 0]
+    for member, events in groups.items():
+        rows = [
+            (e.communication, e.status, e.rank, _json(e), e.dedupe)
+            for e in in_order(events)
+        ]
+        counts = bridge.buffer.admit(
+            member,
+            rows,
+            linger_ms=settings.linger_ms,
+            comm_ttl_s=settings.dedupe_ttl_s,
+            park_ttl_s=settings.dead_letter_ttl_s,
+        )
+        for i, count in enumerate(counts):
+            totals[i] += count
+        totals[3] += counts[0] if not member else 0
 
-    return member, counts
+    return totals[0], totals[1], totals[2], totals[3]
 
 
-def _check(events: list[Event]) -> None:
-    """Refuse the callback if any event would not pass the Memory API's contract."""
-    for event in events:
-        found = contract.problems(event.body)
-        if found:
-            raise CallbackError(
-                "The callback gives an event the Memory API would refuse: "
-                + "; ".join(found),
-                reason="invalid_event",
-            )
+def _count(
+    bridge: "Bridge", unknown: list[tuple[str, str]], shortened: list[str]
+) -> None:
+    """Count unknown values and shortened fields; log each unknown once."""
+    counters: dict[str, int] = {}
+    for kind, value in unknown:
+        name = unknowns.field(kind, value)
+        counters[name] = counters.get(name, 0) + 1
+        unknowns.log_once(logger, kind, value)
+    for name in shortened:
+        counters[f"shortened:{name}"] = counters.get(f"shortened:{name}", 0) + 1
+    try:
+        bridge.buffer.count(counters)
+    except StoreUnavailable as error:  # only counters: what was stored is stored
+        log(logger, "callback.uncounted", logging.WARNING, detail=str(error))
 
 
 def _json(event: Event) -> str:

@@ -34,6 +34,9 @@ MAX_LENGTH = {
 }
 DIRECTIONS = frozenset({"INBOUND", "OUTBOUND"})
 MAX_ADDRESS_LENGTH = 320
+# Free text the bridge may cut to fit rather than refuse: a shortened message
+# still says what went wrong. Anything else over its limit is refused.
+SHORTENABLE = ("errorMessage",)
 FIELDS = frozenset(
     {*REQUIRED, *MAX_LENGTH, "communicationId", "direction", "sender", "recipient"}
 )
@@ -65,6 +68,19 @@ def problems(event: Mapping[str, Any]) -> list[str]:
             found += [f"{name}.{p}" for p in _participant_problems(event[name])]
 
     return found
+
+
+def conform(event: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Return ``event`` with shortenable fields cut to fit, and the names cut."""
+    fitted = dict(event)
+    cut = []
+    for name in SHORTENABLE:
+        value = fitted.get(name)
+        if isinstance(value, str) and len(value) > MAX_LENGTH[name]:
+            fitted[name] = value[: MAX_LENGTH[name]]
+            cut.append(name)
+
+    return fitted, cut
 
 
 def _participant_problems(party: Any) -> list[str]:

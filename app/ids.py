@@ -35,3 +35,8 @@ def conversation_id(business: str, customer: str) -> str:
 def participant_id(address: str) -> str:
     """Return the participant id of an address (a phone number, a sender id)."""
     return _typeid("comms_participant", f"participant:{address}")
+
+
+def conversation_id_of(sid: str) -> str:
+    """Return the conversation id of a Twilio Conversation (``CH…``)."""
+    return _typeid("conv_conversation", f"conversation-sid:{sid}")

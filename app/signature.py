@@ -7,8 +7,10 @@ path and query string as they arrived, never from a URL the framework rebuilt,
 and the form keeps every value of a repeated name.
 """
 
+import hashlib
+import hmac
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from twilio.request_validator import RequestValidator
 
@@ -57,3 +59,35 @@ def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> N
         "and TWILIO_AUTH_TOKEN.",
         reason="signature_invalid",
     )
+
+
+def verify_json(url: str, body: bytes, signature: str, tokens: tuple[str, ...]) -> None:
+    """Raise SignatureError unless ``signature`` signs ``url`` and it ``body``.
+
+    A JSON webhook (Event Streams) is signed over its URL alone, with no form
+    parameters; the URL carries ``bodySHA256``, the hex SHA-256 of the raw body,
+    so the body is checked against that ("Webhooks security" in Twilio's docs).
+    """
+    if not signature:
+        raise SignatureError(f"{HEADER} is missing.", reason="signature_missing")
+    try:
+        given = parse_qs(urlsplit(url).query).get("bodySHA256", [""])[0]
+    except ValueError as error:
+        raise SignatureError(
+            f"The URL {url[:200]!r} cannot be read ({error}).",
+            reason="signature_unverifiable",
+        ) from error
+    if not given:
+        raise SignatureError(
+            "The URL has no bodySHA256: a JSON callback is signed over a URL "
+            "that carries its body's SHA-256; point the sink at this URL as "
+            "Twilio calls it.",
+            reason="body_hash_missing",
+        )
+    if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), given.lower()):
+        raise SignatureError(
+            "The body's SHA-256 is not the URL's bodySHA256: the body was changed.",
+            reason="body_hash_invalid",
+        )
+
+    verify(url, {}, signature, tokens)

@@ -4,30 +4,30 @@
 says, for one kind of callback and one Twilio status, which lifecycle event the
 bridge forwards. ``rank`` orders the statuses of one communication: the bridge
 never lets a status with a lower or equal rank follow a higher one.
+``EVENT_TYPES`` says which row each Event Streams type reads.
 """
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
+from datetime import datetime
+from typing import NoReturn
 
-from app import ids
-from app.contract import MAX_ADDRESS_LENGTH
+from app import addresses, ids
 from app.errors import CallbackError
+from app.lifecycle import (
+    INBOUND,
+    OUTBOUND,
+    Event,
+    Status,
+    Translation,
+    body,
+    first,
+    parties,
+    sequence,
+    timestamp,
+)
 
-INBOUND, OUTBOUND = "INBOUND", "OUTBOUND"
-
-
-@dataclass(frozen=True)
-class Status:
-    """One row of the table: what a Twilio status becomes."""
-
-    lifecycle: str
-    status: str
-    rank: int
-    direction: str | None = OUTBOUND  # None: the callback's Direction decides
+__all__ = ["Event", "Translation", "STATUSES", "EVENT_TYPES", "translate"]
 
 
 def _row(lifecycle: str, rank: int, direction: str | None = OUTBOUND) -> Status:
@@ -36,7 +36,11 @@ def _row(lifecycle: str, rank: int, direction: str | None = OUTBOUND) -> Status:
 
 
 # Message statuses from Twilio's "Message resource" docs (Status values); call
-# statuses from the Voice "Call resource" docs. "in-progress" is the answer.
+# statuses from the Voice "Call resource" docs ("answered" arrives as in-progress;
+# busy, no-answer, canceled and failed are outcomes of their own, not completed).
+# Conversations: onDeliveryUpdated's Status values ("Delivery Receipts"), and
+# onMessageAdded, "added" by the business (SDK or API) or "received" from a
+# customer on a messaging channel.
 STATUSES: dict[str, dict[str, Status]] = {
     "messaging": {
         "accepted": _row("COMMUNICATION_ACCEPTED", 1),
@@ -64,34 +68,43 @@ STATUSES: dict[str, dict[str, Status]] = {
         "no-answer": Status("COMMUNICATION_NO_ANSWER", "NO_ANSWER", 5, None),
         "canceled": _row("COMMUNICATION_CANCELED", 5, None),
     },
+    "conversations": {
+        "added": _row("COMMUNICATION_CREATED", 1),
+        "received": _row("COMMUNICATION_RECEIVED", 2, INBOUND),
+        "sent": _row("COMMUNICATION_SENT", 4),
+        "delivered": _row("COMMUNICATION_DELIVERED", 5),
+        "undelivered": _row("COMMUNICATION_UNDELIVERED", 5),
+        "failed": _row("COMMUNICATION_FAILED", 5),
+        "read": _row("COMMUNICATION_READ", 6),
+    },
 }
 
-# Address prefixes that name a channel; the rest of the address is the address.
-CHANNELS = {"whatsapp": "WHATSAPP", "rcs": "RCS", "messenger": "MESSENGER"}
-_SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+# Event Streams types ("Event types list" in Twilio's docs) and the callback kind
+# and status each one is; '' takes the status from the event's data, which for a
+# call's "completed" may say busy, no-answer, canceled or failed.
+_MESSAGE = "com.twilio.messaging.message."
+_CALL = "com.twilio.voice.status-callback.call."
+_OLD_CALL = "com.twilio.voice.webhook.status-callback.call."
+EVENT_TYPES: dict[str, tuple[str, str]] = {
+    **{
+        _MESSAGE + s: ("messaging", s)
+        for s in ("queued", "sent", "delivered", "undelivered", "failed", "read")
+    },
+    "com.twilio.messaging.inbound-message.received": ("messaging", "received"),
+    **{
+        prefix + s: ("voice", "")
+        for prefix in (_CALL, _OLD_CALL)
+        for s in ("initiated", "ringing", "answered", "completed")
+    },
+    "com.twilio.conversations.message.added": ("conversations", ""),
+    "com.twilio.conversations.delivery.updated": ("conversations", ""),
+}
+# An Event Streams call event names the moment; "answered" is in-progress.
+CALL_MOMENTS = {"answered": "in-progress"}
+
+SID = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 _SID_FIELDS = {"messaging": ("MessageSid", "SmsSid"), "voice": ("CallSid",)}
 _STATUS_FIELDS = {"messaging": ("MessageStatus", "SmsStatus"), "voice": ("CallStatus",)}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One lifecycle event and what admission needs to know of it."""
-
-    communication: str  # the Twilio SID; dedupe and ordering are per SID
-    status: str
-    rank: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Translation:
-    """What one callback gives: events (maybe none) and the customer's address."""
-
-    kind: str
-    status: str
-    events: list[Event] = field(default_factory=list)
-    customer: str = ""
-    ignored: str = ""  # why no event was made, when none was
 
 
 def translate(
@@ -100,77 +113,73 @@ def translate(
     received: datetime,
     conversation_id: str = "",
 ) -> Translation:
-    """Translate one ``messaging`` or ``voice`` callback into lifecycle events."""
-    sid = _first(form, _SID_FIELDS[kind])
-    raw_status = _first(form, _STATUS_FIELDS[kind]).lower()
-    if not sid:
-        names = " or ".join(_SID_FIELDS[kind])
-        raise CallbackError(f"{names} is missing: this is not a {kind} callback.")
+    """Translate one ``messaging``, ``voice`` or ``conversations`` callback."""
+    if kind == "conversations":
+        from app import conversations  # it reads this module's table
+
+        return conversations.translate(form, received, conversation_id)
+    sid = first(form, _SID_FIELDS[kind])
+    raw_status = first(form, _STATUS_FIELDS[kind]).lower()
+    check_sid(sid, _SID_FIELDS[kind], kind)
     if not raw_status:
         names = " or ".join(_STATUS_FIELDS[kind])
-        raise CallbackError(f"{names} is missing: this is not a {kind} callback.")
-    if not _SID.fullmatch(sid):
-        raise CallbackError(
-            f"{_SID_FIELDS[kind][0]} {sid[:40]!r} is not a Twilio SID "
-            "(two letters and 32 hexadecimal digits)."
-        )
+        raise_missing(names, kind)
     row = STATUSES[kind].get(raw_status)
     if row is None:
-        return Translation(kind, raw_status, ignored="unknown_status")
+        return Translation.unknown_value(kind, raw_status, "unknown_status")
 
-    channel, sender = _address(form.get("From", ""))
-    to_channel, recipient = _address(form.get("To", ""))
-    for name, address in (("From", sender), ("To", recipient)):
-        if len(address) > MAX_ADDRESS_LENGTH:
-            raise CallbackError(
-                f"{name} is {len(address)} characters long: an address has at "
-                f"most {MAX_ADDRESS_LENGTH}."
-            )
+    channel, sender = addresses.split(form.get("From", ""))
+    to_channel, recipient = addresses.split(form.get("To", ""))
     direction = row.direction or _call_direction(form.get("Direction", ""))
     customer, business = (
         (sender, recipient) if direction == INBOUND else (recipient, sender)
     )
-    body: dict[str, Any] = {
-        "timestamp": _timestamp(form.get("Timestamp", ""), received),
-        "lifecycle": row.lifecycle,
-        "conversationId": conversation_id
-        or ids.conversation_id(
-            business or form.get("MessagingServiceSid", ""), customer or sid
-        ),
-        "communicationId": ids.communication_id(sid),
-        "communicationType": _type(kind, form, channel or to_channel),
-        "communicationStatus": row.status,
-    }
-    if direction:
-        body["direction"] = direction
-    body.update(_parties(sender, recipient))
-    body.update(_error(form))
-    event = Event(sid, raw_status, row.rank, body)
+    conversation = conversation_id or ids.conversation_id(
+        business or form.get("MessagingServiceSid", ""), customer or sid
+    )
+    event_body = body(
+        row,
+        timestamp(form.get("Timestamp", ""), received),
+        conversation,
+        ids.communication_id(sid),
+        _type(kind, form, channel or to_channel),
+        direction,
+    )
+    event_body.update(parties(sender, recipient))
+    event_body.update(error_fields(form))
+    why = f"{kind} {_STATUS_FIELDS[kind][0]} {raw_status!r} is a row of the table"
+    if form.get("ParentCallSid", "").strip():
+        why += f"; a child leg of {form['ParentCallSid'].strip()}, its own call"
+    order = sequence(form.get("SequenceNumber", ""), event_body["timestamp"])
+    event = Event(sid, raw_status, row.rank, event_body, order=order, why=why)
 
     return Translation(kind, raw_status, [event], customer=customer)
 
 
-def _first(form: Mapping[str, str], names: tuple[str, ...]) -> str:
-    """Return the first non-empty value among ``names``."""
-    return next((form[n].strip() for n in names if form.get(n, "").strip()), "")
+def check_sid(sid: str, names: tuple[str, ...], kind: str) -> None:
+    """Refuse a callback whose SID is missing or is not a Twilio SID."""
+    if not sid:
+        raise_missing(" or ".join(names), kind)
+    if not SID.fullmatch(sid):
+        raise CallbackError(
+            f"{names[0]} {sid[:40]!r} is not a Twilio SID "
+            "(two letters and 32 hexadecimal digits)."
+        )
 
 
-def _address(raw: str) -> tuple[str, str]:
-    """Split ``whatsapp:+1…`` into its channel and the bare address."""
-    prefix, colon, rest = raw.strip().partition(":")
-    if colon and prefix.lower() in CHANNELS:
-        return prefix.lower(), rest.strip()
-
-    return "", raw.strip()
+def raise_missing(names: str, kind: str) -> NoReturn:
+    """Refuse a callback without a field its kind always carries."""
+    raise CallbackError(f"{names} is missing: this is not a {kind} callback.")
 
 
 def _type(kind: str, form: Mapping[str, str], channel: str) -> str:
     """Return the communicationType: the channel, else MMS, SMS or VOICE."""
+    prefix = form.get("ChannelPrefix", "").strip().lower()
+    channel = addresses.CHANNELS.get(prefix, channel)
+    if channel:
+        return channel
     if kind == "voice":
         return "VOICE"
-    channel = (form.get("ChannelPrefix", "") or channel).lower()
-    if channel in CHANNELS:
-        return CHANNELS[channel]
     if form.get("NumMedia", "0").strip() not in ("", "0"):
         return "MMS"
 
@@ -189,45 +198,19 @@ def _call_direction(raw: str) -> str:
     return ""
 
 
-def _timestamp(raw: str, received: datetime) -> str:
-    """Return Twilio's RFC 2822 ``Timestamp`` if it parses, else ``received``."""
-    moment = received.astimezone(UTC)
-    if raw.strip():
-        try:
-            given = parsedate_to_datetime(raw.strip())
-            if given.tzinfo is None:
-                given = given.replace(tzinfo=UTC)
-            given = given.astimezone(UTC)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            given = moment
-        if 2000 <= given.year <= 9999:
-            moment = given
+def error_fields(form: Mapping[str, str]) -> dict[str, str]:
+    """Return errorCode and errorMessage as the callback carries them.
 
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _parties(sender: str, recipient: str) -> dict[str, Any]:
-    """Return the sender and recipient objects for the addresses that are known."""
-    parties = {}
-    for name, address in (("sender", sender), ("recipient", recipient)):
-        if address:
-            parties[name] = {
-                "address": address,
-                "participantId": ids.participant_id(address),
-            }
-
-    return parties
-
-
-def _error(form: Mapping[str, str]) -> dict[str, str]:
-    """Return errorCode and errorMessage when the callback carries them."""
+    They are not cut here: app.contract shortens what the contract lets it
+    (errorMessage) and refuses the rest.
+    """
     found = {}
-    code = form.get("ErrorCode", "").strip()
-    message = form.get("ErrorMessage", "").strip()
+    code = str(form.get("ErrorCode", "")).strip()
+    message = str(form.get("ErrorMessage", "")).strip()
     if code:
-        found["errorCode"] = code[:10]
+        found["errorCode"] = code
     if message:
-        found["errorMessage"] = message[:512]
+        found["errorMessage"] = message
 
     return found
 
@@ -243,5 +226,22 @@ def markdown_table() -> str:
             cells = [kind, f"`{raw}`", f"`{row.lifecycle}`", f"`{row.status}`"]
             cells.append(row.direction or "from `Direction`")
             lines.append("| " + " | ".join(cells) + " |")
+
+    return "\n".join(lines)
+
+
+def event_types_table() -> str:
+    """Render EVENT_TYPES as the Markdown table README.md shows."""
+    lines = ["| Event Streams type | reads the row of |", "| --- | --- |"]
+    for name, (kind, status) in EVENT_TYPES.items():
+        if status:
+            row = f"{kind} `{status}`"
+        elif kind == "voice":
+            moment = name.rsplit(".", 1)[-1]
+            moment = CALL_MOMENTS.get(moment, moment)
+            row = f"voice: the data's `CallStatus`, else `{moment}`"
+        else:
+            row = "conversations: as the webhook of the same name"
+        lines.append(f"| `{name}` | {row} |")
 
     return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Turn Event Streams CloudEvents into lifecycle events.
+
+An Event Streams webhook sink posts JSON: one CloudEvent, or an array of them
+("Webhook Quickstart" in Twilio's Event Streams docs). Message and call status
+types are read as the callbacks of the same name, through the same table
+(``app.translate.EVENT_TYPES``); the CloudEvent ``id`` is kept so that a
+redelivered event is stored once.
+"""
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from app.errors import CallbackError
+from app.lifecycle import Event, Translation
+from app.translate import CALL_MOMENTS, EVENT_TYPES, translate
+
+KIND = "events"
+# CloudEvents ids are free text; ours end up in a Redis key, so keep them tame.
+_ID = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+_CONVERSATION_EVENTS = {
+    "com.twilio.conversations.message.added": "onMessageAdded",
+    "com.twilio.conversations.delivery.updated": "onDeliveryUpdated",
+}
+_SID_NAMES = {"messaging": "MessageSid", "voice": "CallSid"}
+
+
+def parse(raw: bytes) -> list[dict[str, Any]]:
+    """Return the CloudEvents of a body: one object or an array of objects."""
+    try:
+        found = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CallbackError(
+            f"The body is not JSON ({error}): an Event Streams sink sends "
+            "CloudEvents as JSON.",
+            reason="bad_json",
+        ) from error
+    events = found if isinstance(found, list) else [found]
+    for number, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise CallbackError(
+                f"Item {number} is not a CloudEvent: it must be a JSON object.",
+                reason="bad_cloudevent",
+            )
+        for name in ("type", "id"):
+            if not isinstance(event.get(name), str) or not event[name]:
+                raise CallbackError(
+                    f"Item {number} has no {name}: every CloudEvent carries one.",
+                    reason="bad_cloudevent",
+                )
+        if not _ID.fullmatch(event["id"]):
+            raise CallbackError(
+                f"Item {number}'s id {event['id'][:60]!r} is not a CloudEvent id "
+                "this bridge can keep (at most 128 letters, digits and ._:/@+=-).",
+                reason="bad_cloudevent",
+            )
+
+    return events
+
+
+def translate_event(
+    event: dict[str, Any], received: datetime, conversation_id: str = ""
+) -> Translation:
+    """Translate one CloudEvent; unknown types give no event and are counted."""
+    name = event["type"]
+    if name not in EVENT_TYPES:
+        return Translation.unknown_value("event-type", name, "unknown_event_type")
+    kind, status = EVENT_TYPES[name]
+
+    form = form_of(kind, name, status, event)
+    translation = translate(kind, form, received, conversation_id)
+    events = [_with_id(e, event["id"], name) for e in translation.events]
+
+    return Translation(
+        translation.kind,
+        translation.status,
+        events,
+        translation.customer,
+        translation.ignored,
+        translation.unknown,
+    )
+
+
+def form_of(kind: str, name: str, status: str, event: dict[str, Any]) -> dict[str, str]:
+    """Return the callback form a CloudEvent's data stands for."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    form = _flat(data)
+    request = data.get("request")
+    if isinstance(request, dict) and isinstance(request.get("parameters"), dict):
+        form |= _flat(request["parameters"])  # voice: the status callback it made
+    if "Sid" in form and kind in _SID_NAMES:
+        form.setdefault(_SID_NAMES[kind], form["Sid"])
+    if isinstance(event.get("time"), str):
+        form.setdefault("Timestamp", event["time"])
+    if kind == "messaging":
+        form["MessageStatus"] = status
+    elif kind == "voice" and not form.get("CallStatus"):
+        moment = name.rsplit(".", 1)[-1]
+        form["CallStatus"] = CALL_MOMENTS.get(moment, moment)
+    elif kind == "conversations":
+        form["EventType"] = _CONVERSATION_EVENTS[name]
+
+    return form
+
+
+def _flat(data: dict[str, Any]) -> dict[str, str]:
+    """Return the plain values of ``data`` under callback names (call_sid: CallSid)."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict | list) or value is None:
+            continue
+        name = "".join(p[:1].upper() + p[1:] for p in str(key).split("_"))
+        flat[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    return flat
+
+
+def _with_id(event: Event, cloud_id: str, name: str) -> Event:
+    """Return ``event`` remembering its CloudEvent id, and saying where it came from."""
+    why = f"Event Streams {name} (id {cloud_id}): {event.why}"
+
+    return Event(
+        event.communication,
+        event.status,
+        event.rank,
+        event.body,
+        dedupe=cloud_id,
+        order=event.order,
+        why=why,
+    )
