@@ -38,6 +38,7 @@ JSON_TYPES = (
     "application/cloudevents-batch+json",
 )
 # Inbound message webhooks expect TwiML back; an empty Response sends no reply.
+INBOUND_STATUSES = ("received", "receiving")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -147,9 +148,9 @@ def _store(
     else:
         outcome = counts + (" parked" if parked else "")
         outcome += f" ignored={len(unknown)}" if kind == "events" else ""
-    status = translations[0].status if kind != "events" and translations else ""
+    inbound = kind == "messaging" and translations[0].status in INBOUND_STATUSES
 
-    return _answer(status, outcome)
+    return _answer(inbound, outcome)
 
 
 def _form(max_bytes: int) -> MultiDict[str, str]:
@@ -275,13 +276,13 @@ def _sid(form: dict[str, str]) -> str:
     return form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid") or ""
 
 
-def _answer(status: str, outcome: str) -> Response:
+def _answer(inbound: bool, outcome: str) -> Response:
     """Answer 204, or empty TwiML to an inbound message webhook.
 
     The ``X-Memory-Bridge`` header says what became of the callback, for people
     debugging their setup (Twilio ignores it).
     """
-    if status in ("received", "receiving"):
+    if inbound:
         response = Response(EMPTY_TWIML, status=200, mimetype="text/xml")
     else:
         response = Response(status=204)
