@@ -454,9 +454,7 @@ def test_an_address_longer_than_the_contract_allows_is_kept_for_the_check() -> N
     body = translate("messaging", form, RECEIVED).events[0].body
 
     assert body["recipient"]["address"] == "+1" + "5" * 319
-    assert contract.problems(body) == [
-        "recipient.address: must be 1 to 320 characters"
-    ]
+    assert contract.problems(body) == ["recipient.address: must be 1 to 320 characters"]
 
 
 def test_a_sid_that_is_not_a_twilio_sid_is_refused() -> None:

@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from app import contract, ids
 from helpers_callbacks import counters, post_form, post_json, schema_problems, stored
 
+from app import contract, ids
+
 FIXTURES = json.loads((Path(__file__).parent / "fixtures/twilio_docs.json").read_text())
-_CHECKED_ELSEWHERE = ("communication", "communicationId_of", "conversation_of", "dedupe")
+_CHECKED_ELSEWHERE = (
+    "communication",
+    "communicationId_of",
+    "conversation_of",
+    "dedupe",
+)
 
 
 def send(client: Any, fixture: dict[str, Any]) -> Any:
