@@ -79,6 +79,31 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--curl", action="store_true", help="print curl, do not post")
     sample.set_defaults(func=_sample)
 
+    explain = sub.add_parser(
+        "translate",
+        help="explain what the bridge would forward for a callback",
+        description="Read callbacks (a form body, JSON, or a file of them, one per "
+        "line; an Event Streams body as one JSON document) and print the events "
+        "the bridge would forward for each, where to, and why. Nothing is sent.",
+    )
+    explain.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="a file, '-' for standard input, or the callback itself (default: -)",
+    )
+    explain.add_argument(
+        "--kind",
+        choices=("messaging", "voice", "conversations", "events"),
+        help="the endpoint it was posted to (guessed from the fields if not given)",
+    )
+    explain.add_argument(
+        "--url",
+        default="",
+        help="the callback URL, for its ?storeId=, ?profileId= and ?conversationId=",
+    )
+    explain.set_defaults(func=_translate)
+
     sub.add_parser("fake-memory-api", help="the stand-in Memory API (see its --help)")
 
     return parser
@@ -160,6 +185,28 @@ def _public_url(url: str) -> str:
     tail = parts.path + (f"?{parts.query}" if parts.query else "")
 
     return base.rstrip("/") + tail
+
+
+def _translate(args: argparse.Namespace) -> int:
+    """Print what the bridge would forward for each callback given, and why."""
+    from app import explain
+
+    store = os.environ.get("MEMORY_STORE_ID", "")
+    for raw in args.inputs or ["-"]:
+        text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
+        for kind, callback in explain.callbacks(text):
+            kind = args.kind or kind
+            print("\n".join(explain.explain(kind, callback, args.url, store)))
+
+    return 0
+
+
+def _file_or_text(raw: str) -> str:
+    """Return the file named ``raw`` if there is one, else ``raw`` itself."""
+    try:
+        return Path(raw).read_text() if Path(raw).is_file() else raw
+    except OSError:  # a callback body too long to be a file name
+        return raw
 
 
 def _run(args: argparse.Namespace) -> int:

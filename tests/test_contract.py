@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.contract import problems
+from app.contract import conform, problems
 
 SUFFIX = "01jf8x0m6ke3v9zq7r4t5w2y1c"
 OTHER_SUFFIX = "01jf8x0m6ke3v9zq7r4t5w2y1d"
@@ -269,3 +269,25 @@ def test_a_null_optional_string_is_named(name: str) -> None:
 def test_an_impossible_timestamp_is_named(value: str) -> None:
     """A timestamp of the right shape but no real moment is named."""
     only_problem(problems(event(timestamp=value)), "timestamp")
+
+
+def test_conform_cuts_a_long_error_message_and_names_it() -> None:
+    """An errorMessage over 512 characters is cut to 512 and reported as cut."""
+    fitted, cut = conform(event(errorMessage="y" * 513))
+
+    assert fitted["errorMessage"] == "y" * 512
+    assert cut == ["errorMessage"]
+    assert problems(fitted) == []
+
+
+def test_conform_leaves_a_fitting_event_alone() -> None:
+    """An event within every limit comes back equal, with nothing cut."""
+    assert conform(event()) == (event(), [])
+
+
+def test_conform_never_cuts_what_the_contract_does_not_let_us_shorten() -> None:
+    """An errorCode over 10 characters is left whole, for the check to refuse."""
+    fitted, cut = conform(event(errorCode="12345678901"))
+
+    assert cut == []
+    assert only_problem(problems(fitted), "errorCode")

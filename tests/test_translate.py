@@ -464,3 +464,68 @@ def test_a_sid_that_is_not_a_twilio_sid_is_refused() -> None:
             translate(
                 "messaging", {"MessageSid": sid, "MessageStatus": "sent"}, RECEIVED
             )
+
+
+@pytest.mark.parametrize(
+    ("address", "channel", "bare"),
+    [
+        ("sip:alice@example.com", "SIP", "alice@example.com"),
+        ("client:alice", "CLIENT", "alice"),
+    ],
+)
+def test_a_sip_or_client_caller_sets_the_type(address: str, channel: str, bare: str):
+    """A call from sip: or client: is that channel's, the prefix stripped."""
+    form = voice("completed", "inbound", From=address)
+
+    body = only_event(translate("voice", form, RECEIVED))
+
+    assert body["communicationType"] == channel
+    assert body["sender"]["address"] == bare
+
+
+def test_a_call_event_is_ordered_by_its_sequence_number_then_time() -> None:
+    """A call's event carries SequenceNumber and its time as its sort key."""
+    form = voice(
+        "ringing", SequenceNumber="7", Timestamp="Fri, 04 Dec 2026 10:00:00 +0000"
+    )
+
+    [event] = translate("voice", form, RECEIVED).events
+
+    assert event.order == (7, "2026-12-04T10:00:00.000Z")
+
+
+def test_events_are_put_in_sequence_order_per_call() -> None:
+    """in_order sorts one call's events by SequenceNumber, keeping calls apart."""
+    from app.lifecycle import in_order
+
+    def event(sid: str, status: str, number: str) -> Event:
+        form = voice(status, CallSid=sid, SequenceNumber=number)
+        return translate("voice", form, RECEIVED).events[0]
+
+    other = "CA00000000000000000000000000000009"
+    events = [
+        event(CALL, "completed", "3"),
+        event(other, "ringing", "1"),
+        event(CALL, "initiated", "0"),
+        event(other, "initiated", "0"),
+        event(CALL, "ringing", "1"),
+    ]
+
+    ordered = [(e.communication, e.status) for e in in_order(events)]
+
+    assert ordered == [
+        (CALL, "initiated"),
+        (CALL, "ringing"),
+        (CALL, "completed"),
+        (other, "initiated"),
+        (other, "ringing"),
+    ]
+
+
+def test_an_iso_timestamp_is_read_as_well() -> None:
+    """An ISO 8601 Timestamp (as Event Streams writes) also sets the event time."""
+    form = voice("ringing", Timestamp="2026-12-04T12:00:00.250+02:00")
+
+    body = only_event(translate("voice", form, RECEIVED))
+
+    assert body["timestamp"] == "2026-12-04T10:00:00.250Z"

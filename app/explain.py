@@ -1,0 +1,125 @@
+"""Explain callbacks: what the bridge would forward for each, and why.
+
+``memory-bridge translate`` reads form bodies or JSON (or a file of them) and
+prints, for each callback, the events the bridge would store and forward, the
+profile they would go to, and why; or why nothing would be. Nothing is signed,
+stored or sent: this is for people checking what their Twilio setup posts.
+"""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from app import contract, routing, unknowns
+from app.errors import CallbackError
+from app.eventstreams import parse, translate_event
+from app.lifecycle import Translation, in_order
+from app.translate import translate
+
+KINDS = ("messaging", "voice", "conversations", "events")
+
+
+def callbacks(text: str) -> Iterator[tuple[str, Any]]:
+    """Yield ``(kind, form or CloudEvents body)`` for each callback in ``text``.
+
+    The whole text may be one JSON document (an Event Streams body, or one
+    callback's fields as an object); otherwise each non-empty line is one
+    callback, a form body (``MessageSid=SM…&MessageStatus=sent``) or JSON.
+    """
+    stripped = text.strip()
+    try:
+        whole = json.loads(stripped)
+    except ValueError:
+        whole = None
+    if whole is not None:
+        yield _guess(whole)
+        return
+    for line in stripped.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found: Any = json.loads(line)
+        except ValueError:
+            found = dict(parse_qsl(line, keep_blank_values=True))
+        yield _guess(found)
+
+
+def _guess(found: Any) -> tuple[str, Any]:
+    """Return the kind a callback is, judged by its fields."""
+    if isinstance(found, list) or (isinstance(found, dict) and "specversion" in found):
+        return "events", found
+    form = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    if "EventType" in form:
+        return "conversations", form
+    if "CallSid" in form or "CallStatus" in form:
+        return "voice", form
+
+    return "messaging", form
+
+
+def explain(kind: str, callback: Any, url: str = "", store: str = "") -> list[str]:
+    """Return the lines that say what the bridge would make of one callback."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    received = datetime.now(UTC)
+    lines = [f"{kind} callback"]
+    try:
+        routing.check(query)
+        conversation = routing.conversation_for(query)
+        if kind == "events":
+            body = json.dumps(callback).encode()
+            translations = [
+                translate_event(e, received, conversation) for e in parse(body)
+            ]
+        else:
+            translations = [translate(kind, callback, received, conversation)]
+        lines += _explain_all(translations, query, store)
+    except CallbackError as error:
+        lines.append(f"  refused with {error.status} ({error.reason}): {error}")
+
+    return lines
+
+
+def _explain_all(
+    translations: list[Translation], query: dict[str, str], store: str
+) -> list[str]:
+    """Return the lines for a callback's translations, in the order of admission."""
+    lines = []
+    customers = {}
+    for translation in translations:
+        if translation.unknown:
+            kind, value = translation.unknown
+            lines.append(
+                f"  {translation.ignored} {value!r}: answered 2xx, not forwarded, "
+                f"counted as {unknowns.field(kind, value)}"
+            )
+        for event in translation.events:
+            customers[id(event)] = translation.customer
+    events = [e for t in translations for e in t.events]
+    last_rank: dict[str, int] = {}
+    for event in in_order(events):
+        body, cut = contract.conform(event.body)
+        found = contract.problems(body)
+        if found:
+            raise CallbackError(
+                "an event the Memory API would refuse: " + "; ".join(found),
+                reason="invalid_event",
+            )
+        lines.append(f"  {body['lifecycle']}: {event.why}")
+        if last_rank.get(event.communication, 0) >= event.rank:
+            lines.append("  dropped as stale: a later status of it comes first")
+            continue
+        last_rank[event.communication] = event.rank
+        if cut:
+            lines.append(f"  cut to fit the contract: {', '.join(cut)}")
+        customer = customers[id(event)]
+        member = routing.member_for(query, store or "(MEMORY_STORE_ID)", customer)
+        where = f"profile {member}" if member else "parked (no customer phone)"
+        lines.append(
+            f"  goes to {where}; ordered and deduplicated per {event.communication}"
+        )
+        lines.append("  " + json.dumps(body, ensure_ascii=False))
+
+    return lines

@@ -1,0 +1,107 @@
+"""Tests for ``memory-bridge translate``: what would be forwarded, and why."""
+
+import json
+
+from app.cli import main
+
+MESSAGE = "SM" + "0" * 31 + "1"
+CALL = "CA" + "0" * 31 + "1"
+FORM = (
+    f"MessageSid={MESSAGE}&MessageStatus=delivered"
+    "&From=%2B15005550001&To=%2B15005550006"
+)
+
+
+def run(capsys, *argv: str) -> str:
+    """Run the command and return what it printed."""
+    assert main(["translate", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_form_body_is_explained(capsys):
+    """A form body prints its lifecycle, why, where it goes, and the event."""
+    out = run(capsys, FORM)
+
+    assert out.splitlines()[0] == "messaging callback"
+    assert "COMMUNICATION_DELIVERED: messaging MessageStatus 'delivered'" in out
+    assert "phone:+15005550006" in out
+    event = json.loads(out.splitlines()[-1])
+    assert event["communicationStatus"] == "DELIVERED"
+    assert event["recipient"]["address"] == "+15005550006"
+
+
+def test_an_unknown_status_says_it_is_counted(capsys):
+    """An unknown status says it is answered 2xx, not forwarded, and its counter."""
+    out = run(capsys, f"CallSid={CALL}&CallStatus=on-hold")
+
+    assert "voice callback" in out
+    assert "counted as unknown:voice:on-hold" in out
+
+
+def test_a_refused_callback_says_why(capsys):
+    """A callback the bridge would refuse prints the status and the reason."""
+    out = run(capsys, "CallSid=CA1&CallStatus=busy")
+
+    assert "refused with 400" in out
+    assert "not a Twilio SID" in out
+
+
+def test_a_file_of_callbacks_is_explained_line_by_line(capsys, tmp_path):
+    """A file with one callback per line explains each, comments skipped."""
+    path = tmp_path / "callbacks.txt"
+    path.write_text(f"# two callbacks\n{FORM}\n\nCallSid={CALL}&CallStatus=busy\n")
+
+    out = run(capsys, str(path))
+
+    assert "COMMUNICATION_DELIVERED" in out
+    assert "COMMUNICATION_BUSY" in out
+    assert out.count(" callback\n") == 2
+
+
+def test_an_event_streams_batch_is_explained_in_admission_order(capsys):
+    """A batch's call events are shown in SequenceNumber order, as admitted."""
+
+    def event(moment: str, number: int) -> dict:
+        parameters = {
+            "CallSid": CALL,
+            "SequenceNumber": str(number),
+            "To": "+15005550006",
+        }
+        return {
+            "specversion": "1.0",
+            "type": f"com.twilio.voice.status-callback.call.{moment}",
+            "id": f"EZ{number}",
+            "data": {"request": {"parameters": parameters | {"Direction": "inbound"}}},
+        }
+
+    batch = [event("completed", 3), event("ringing", 1), event("answered", 2)]
+    out = run(capsys, json.dumps(batch))
+
+    lifecycles = [
+        line.split(":")[0].strip() for line in out.splitlines() if ": Event" in line
+    ]
+    assert lifecycles == [
+        "COMMUNICATION_RINGING",
+        "COMMUNICATION_ANSWERED",
+        "COMMUNICATION_COMPLETED",
+    ]
+
+
+def test_the_url_routes_to_its_profile(capsys):
+    """--url with ?profileId= sends the events to that profile."""
+    profile = "mem_profile_01jf8x0m6ke3v9zq7r4t5w2y1c"
+
+    out = run(
+        capsys, FORM, "--url", f"https://b.example/twilio/messaging?profileId={profile}"
+    )
+
+    assert f"id:{profile}" in out
+
+
+def test_a_long_error_message_is_shown_cut(capsys):
+    """An ErrorMessage over 512 characters is reported as cut to fit."""
+    out = run(
+        capsys, FORM.replace("delivered", "failed") + "&ErrorMessage=" + "x" * 600
+    )
+
+    assert "cut to fit the contract: errorMessage" in out
