@@ -14,15 +14,11 @@ from typing import Any
 
 from app.errors import CallbackError
 from app.lifecycle import Event, Translation
-from app.translate import CALL_MOMENTS, EVENT_TYPES, translate
+from app.translate import CALL_MOMENTS, CONVERSATION_EVENTS, EVENT_TYPES, translate
 
 KIND = "events"
 # CloudEvents ids are free text; ours end up in a Redis key, so keep them tame.
 _ID = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
-_CONVERSATION_EVENTS = {
-    "com.twilio.conversations.message.added": "onMessageAdded",
-    "com.twilio.conversations.delivery.updated": "onDeliveryUpdated",
-}
 _SID_NAMES = {"messaging": "MessageSid", "voice": "CallSid"}
 
 
@@ -100,7 +96,7 @@ def form_of(kind: str, name: str, status: str, event: dict[str, Any]) -> dict[st
         moment = name.rsplit(".", 1)[-1]
         form["CallStatus"] = CALL_MOMENTS.get(moment, moment)
     elif kind == "conversations":
-        form["EventType"] = _CONVERSATION_EVENTS[name]
+        form["EventType"] = CONVERSATION_EVENTS[name]
 
     return form
 

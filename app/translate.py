@@ -99,6 +99,11 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
     "com.twilio.conversations.message.added": ("conversations", ""),
     "com.twilio.conversations.delivery.updated": ("conversations", ""),
 }
+# Conversations types are the webhooks of these names.
+CONVERSATION_EVENTS = {
+    "com.twilio.conversations.message.added": "onMessageAdded",
+    "com.twilio.conversations.delivery.updated": "onDeliveryUpdated",
+}
 # An Event Streams call event names the moment; "answered" is in-progress.
 CALL_MOMENTS = {"answered": "in-progress"}
 
@@ -241,7 +246,7 @@ def event_types_table() -> str:
             moment = CALL_MOMENTS.get(moment, moment)
             row = f"voice: the data's `CallStatus`, else `{moment}`"
         else:
-            row = "conversations: as the webhook of the same name"
+            row = f"conversations, as `{CONVERSATION_EVENTS[name]}`"
         lines.append(f"| `{name}` | {row} |")
 
     return "\n".join(lines)

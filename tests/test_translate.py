@@ -529,3 +529,15 @@ def test_an_iso_timestamp_is_read_as_well() -> None:
     body = only_event(translate("voice", form, RECEIVED))
 
     assert body["timestamp"] == "2026-12-04T10:00:00.250Z"
+
+
+def test_the_readme_shows_both_tables_of_the_code() -> None:
+    """README.md carries the status table and the Event Streams table as coded."""
+    from pathlib import Path
+
+    from app.translate import event_types_table, markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+    assert markdown_table() in readme
+    assert event_types_table() in readme
