@@ -7,6 +7,7 @@ land on the same communication.
 """
 
 import uuid
+from functools import lru_cache
 
 import uuid_utils
 from typeid import TypeID
@@ -15,6 +16,7 @@ from typeid import TypeID
 _NAMESPACE = uuid.UUID("6f1c2a4e-3d5b-5c7e-9a1b-2c3d4e5f6a7b")
 
 
+@lru_cache(maxsize=8192)  # pure; one id is derived several times per callback
 def _typeid(prefix: str, name: str) -> str:
     """Return the TypeID with ``prefix`` whose suffix is the UUIDv5 of ``name``."""
     suffix = uuid_utils.UUID(bytes=uuid.uuid5(_NAMESPACE, name).bytes)
