@@ -17,11 +17,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import contract, routing, signature
 from app.errors import CallbackError
+from app.form import parse_form
 from app.logs import log, mask
 from app.translate import Event, Translation, translate
 
 if TYPE_CHECKING:
     from app import Bridge
+    from app.config import Settings
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
@@ -48,12 +50,9 @@ def _take(kind: str) -> Response:
     started = time.perf_counter()
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
-    form = _form(bridge.settings.max_body_bytes)
+    form = _form(bridge.settings)
 
-    url = signature.public_url(request.environ, bridge.settings.public_base_url)
-    signature.verify(
-        url, form, request.headers.get(signature.HEADER, ""), bridge.tokens
-    )
+    _verify(bridge, form)
 
     routing.check(request.args)
     conversation = routing.conversation_for(request.args)
@@ -85,14 +84,28 @@ def _take(kind: str) -> Response:
     return _answer(translation.status, outcome)
 
 
-def _form(max_bytes: int) -> MultiDict[str, str]:
-    """Return the callback's form, refusing other content types and large bodies."""
-    if request.mimetype != FORM:
+def _verify(bridge: "Bridge", form: MultiDict[str, str]) -> None:
+    """Check the signature against the public URL, with the account's tokens."""
+    settings = bridge.settings
+    url = signature.public_url(
+        request.environ, settings.public_base_url, settings.forwarded_networks
+    )
+    header = request.headers.get(signature.HEADER, "")
+
+    signature.verify_callback(url, form, header, bridge.tokens)
+
+
+def _form(settings: "Settings") -> MultiDict[str, str]:
+    """Return the callback's form; refuse other types, large bodies, bad encoding."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype != FORM or charset not in ("utf-8", "utf8"):
         raise CallbackError(
-            f"Content-Type {request.mimetype or '(none)'} is not {FORM}.",
+            f"Content-Type {request.content_type or '(none)'!r:.100} is not {FORM} "
+            "in UTF-8.",
             reason="content_type",
             status=415,
         )
+    max_bytes = settings.max_body_bytes
     try:
         body = request.get_data(cache=True)
     except HTTPException:
@@ -108,7 +121,7 @@ def _form(max_bytes: int) -> MultiDict[str, str]:
     if len(body) >= max_bytes:
         raise RequestEntityTooLarge()
 
-    return request.form
+    return parse_form(body, settings.max_form_fields)
 
 
 def _admit(
