@@ -100,7 +100,7 @@ def public_url(
 
     The base is ``base_url`` when set; otherwise the request's scheme and Host,
     or ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` when the peer is one of
-    ``proxies``.
+    ``proxies``. A host that is not host[:port] raises SignatureError.
     """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not isinstance(raw, str) or not raw.startswith("/"):
@@ -126,6 +126,12 @@ def _request_base(
         proto = _last(environ.get("HTTP_X_FORWARDED_PROTO")).lower()
         scheme = proto if proto in ("http", "https") else scheme
         host = _last(environ.get("HTTP_X_FORWARDED_HOST")) or host
+    if not _HOST.match(host):
+        raise SignatureError(
+            f"The host {host[:100]!r} cannot be part of a URL Twilio signed: set "
+            "PUBLIC_BASE_URL to the public URL Twilio calls.",
+            reason="signature_unverifiable",
+        )
 
     return f"{scheme}://{host}"
 
@@ -152,13 +158,6 @@ def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> N
     """
     if not signature:
         raise SignatureError(f"{HEADER} is missing.", reason="signature_missing")
-    host = url.partition("://")[2].partition("/")[0]
-    if not _HOST.match(host):
-        raise SignatureError(
-            f"The host {host[:100]!r} of the URL cannot be checked: set "
-            "PUBLIC_BASE_URL to the public URL Twilio calls.",
-            reason="signature_unverifiable",
-        )
     for token in tokens:
         try:
             if RequestValidator(token).validate(url, form, signature):
