@@ -5,7 +5,7 @@ Twilio gives up on a callback after 15 s, so every timeout here is well under it
 
 import os
 
-from app import config
+from app import config as _config
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -16,7 +16,7 @@ graceful_timeout = 8
 keepalive = 5
 # Which peers may set X-Forwarded-Proto (IPs or networks, comma separated, or "*"):
 # the app's own setting, which also decides whose X-Forwarded-Host counts.
-forwarded_allow_ips = config.load().forwarded_allow_ips
+forwarded_allow_ips = _config.load().forwarded_allow_ips
 # Only X-Forwarded-Proto says the scheme, as in the app (app/signature.py).
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 # The app writes one line per request itself; gunicorn's access log would repeat it.

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+import conftest
 from app import config
 from app.errors import ConfigError, SignatureError
 from app.form import parse_form
-from app.signature import Tokens, public_url, verify, verify_callback
+from app.signature import HEADER, Tokens, public_url, verify, verify_callback
 
 TOKEN = "12345"
 OTHER_TOKEN = "54321"
@@ -555,3 +556,31 @@ def test_every_token_is_a_secret_to_scrub() -> None:
     )
 
     assert set(settings.secrets) == {"tok-a", "tok-b", "tok-c", "tok-d", "sec-e"}
+
+
+# Through the app: the same rules on real requests.
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["configured", "not-configured"])
+def test_a_callback_of_another_account_needs_that_account(
+    settings: dict[str, Any], redis: Any, listed: bool
+) -> None:
+    """AccountSid=AC111… signed with its token: 204 when listed, else 403."""
+    from app import create_app
+
+    extra = {"twilio_auth_tokens": f"{AC111}:token-111"} if listed else {}
+    client = create_app({**settings, **extra}).test_client()
+    form = conftest.message("SM" + "a" * 32, "delivered", AccountSid=AC111)
+    url = "https://bridge.example.test/twilio/messaging"
+
+    response = client.post(
+        "/twilio/messaging",
+        data=urlencode(form),
+        content_type="application/x-www-form-urlencoded",
+        headers={HEADER: conftest.sign(url, form, "token-111")},
+    )
+
+    assert response.status_code == (204 if listed else 403)
+    assert bool(redis.keys("mb:buf:*")) is listed
+    if not listed:
+        assert response.json["error"] == "account_unknown"
