@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from app.errors import ConfigError
@@ -98,7 +99,7 @@ class Settings:
 
         return tokens
 
-    @property
+    @cached_property  # read on every callback; frozen fields never change
     def forwarded_networks(self) -> tuple[IpNetwork, ...]:
         """Return FORWARDED_ALLOW_IPS as networks; "*" is every address."""
         networks: list[IpNetwork] = []

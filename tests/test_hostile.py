@@ -7,8 +7,11 @@ refused for its signature, whatever it holds. CI runs a short pass
 (``HYPOTHESIS_PROFILE=ci``, the default); ``HYPOTHESIS_PROFILE=long`` runs more.
 """
 
+import http.client
 import logging
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -16,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ACCOUNT_SID, message, sign
+from conftest import ACCOUNT_SID, Bridge, message, sign
 
 settings.register_profile(
     "ci",
@@ -282,3 +285,60 @@ def test_forwarded_headers_never_break_the_check(
         assert response.status_code == 403
     elif peer == "192.0.2.1":
         assert response.status_code == 204, response.json
+
+
+@pytest.fixture
+def web(settings: dict[str, Any], redis: Any, tmp_path: Path) -> Iterator[Bridge]:
+    """The bridge under gunicorn with no PUBLIC_BASE_URL, shared by the examples."""
+    bridge = Bridge(settings, tmp_path)
+    bridge.env["PUBLIC_BASE_URL"] = ""  # so Host and X-Forwarded-* are read
+    try:
+        yield bridge.start()
+    finally:
+        bridge.stop()
+
+
+QUERY = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="#"),
+    max_size=40,
+)
+
+
+@pytest.mark.e2e
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        FIELDS.map(lambda fields: urlencode(fields).encode()),
+    ),
+    query=QUERY,
+    content_type=st.sampled_from([FORM, f"{FORM}; charset=utf-8", "text/plain"]),
+    headers=st.dictionaries(
+        st.sampled_from(["X-Forwarded-Host", "X-Forwarded-Proto", "Host"]),
+        HEADER_TEXT.map(str.strip),
+        max_size=3,
+    ),
+    signature=HEADER_TEXT,
+)
+def test_gunicorn_answers_hostile_requests_with_a_4xx(
+    web: Bridge,
+    body: bytes,
+    query: str,
+    content_type: str,
+    headers: dict[str, str],
+    signature: str,
+) -> None:
+    """Through real gunicorn, any body, query and headers get a 4xx, never a 5xx."""
+    connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    try:
+        connection.putrequest("POST", f"/twilio/messaging?{query}", skip_host=True)
+        for name, value in {"Host": "bridge.example.test", **headers}.items():
+            connection.putheader(name, value.encode("latin-1"))
+        connection.putheader("Content-Type", content_type)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.putheader("X-Twilio-Signature", signature.encode("latin-1"))
+        connection.endheaders(body)
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+
+    assert 400 <= status < 500, status
