@@ -131,7 +131,8 @@ class Settings:
                 "TWILIO_SECONDARY_AUTH_TOKEN is set without TWILIO_AUTH_TOKEN: set "
                 "both while the token rotates, then only the new one."
             )
-        self.account_tokens, self.forwarded_networks  # noqa: B018 (they raise)
+        # Parse the token map and the proxy list now: a mistake stops start-up.
+        _ = (self.account_tokens, self.forwarded_networks)
         if self.max_form_fields < 1:
             raise ConfigError("BRIDGE_MAX_FORM_FIELDS must be at least 1.")
         user, password = self.memory_credentials
