@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -539,7 +540,7 @@ def test_a_forwarded_allow_ips_that_is_not_an_address_stops_start_up() -> None:
     )
 
     with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS"):
-        config.load({**settings.__dict__, "forwarded_allow_ips": "proxy.local"}).check()
+        dataclasses.replace(settings, forwarded_allow_ips="proxy.local").check()
     assert settings.check().forwarded_networks == LOCAL_PROXIES.forwarded_networks
 
 
