@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from app import callbacks, config, logs
 from app.buffer import Buffer, connect
 from app.errors import CallbackError, StoreUnavailable
+from app.signature import Tokens
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class Bridge:
 
     settings: config.Settings
     buffer: Buffer
-    tokens: tuple[str, ...]
+    tokens: Tokens
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -33,9 +34,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # A healthy Redis answers in well under a millisecond; half a second means down.
     buffer = Buffer(connect(settings.redis_url, timeout=0.5), settings.key_prefix)
-    app.extensions["memory_bridge"] = Bridge(
-        settings, buffer, (settings.twilio_auth_token,)
-    )
+    tokens = Tokens.from_settings(settings)
+    app.extensions["memory_bridge"] = Bridge(settings, buffer, tokens)
     callbacks.init_app(app)
     _init_errors(app)
     if not settings.memory_store_id:
@@ -44,6 +44,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "config.no_default_store",
             logging.WARNING,
             detail="MEMORY_STORE_ID is not set: callback URLs must carry ?storeId=",
+        )
+    if tokens.any_account:
+        logs.log(
+            logger,
+            "config.any_account",
+            logging.WARNING,
+            detail="TWILIO_ACCOUNT_SID is not set: callbacks naming any AccountSid "
+            "are checked with TWILIO_AUTH_TOKEN; set it to refuse other accounts",
         )
     app.add_url_rule("/healthz", "healthz", _healthz)
 
@@ -69,7 +77,8 @@ def _init_errors(app: Flask) -> None:
             reason=error.reason,
             detail=str(error),
         )
-        return jsonify(error=error.reason, message=str(error)), error.status
+        message = logs.redact(str(error))
+        return jsonify(error=error.reason, message=message), error.status
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(error: StoreUnavailable) -> tuple[Response, int]:

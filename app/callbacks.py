@@ -20,12 +20,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from app import contract, eventstreams, routing, signature, unknowns
 from app.errors import CallbackError, StoreUnavailable
 from app.eventstreams import translate_event
+from app.form import parse_form
 from app.lifecycle import Event, Translation, in_order
 from app.logs import log, mask
 from app.translate import translate
 
 if TYPE_CHECKING:
     from app import Bridge
+    from app.config import Settings
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
@@ -66,7 +68,7 @@ def events() -> Response:
     started = time.perf_counter()
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
-    body = _json_body(bridge.settings.max_body_bytes)
+    body = _json_body(bridge.settings)
 
     _verify(bridge, body)
 
@@ -85,7 +87,7 @@ def _take(kind: str) -> Response:
     started = time.perf_counter()
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
-    form = _form(bridge.settings.max_body_bytes)
+    form = _form(bridge.settings)
 
     _verify(bridge, form)
 
@@ -99,14 +101,21 @@ def _take(kind: str) -> Response:
 def _verify(bridge: "Bridge", signed: MultiDict[str, str] | bytes) -> None:
     """Check the request's signature: over the form, or over a JSON body's hash.
 
-    The one place that reads the signing tokens.
+    The token is the one of the account the callback names; the one place that
+    reads the signing tokens.
     """
-    url = signature.public_url(request.environ, bridge.settings.public_base_url)
+    settings = bridge.settings
+    url = signature.public_url(
+        request.environ, settings.public_base_url, settings.forwarded_networks
+    )
     given = request.headers.get(signature.HEADER, "")
     if isinstance(signed, bytes):
-        signature.verify_json(url, signed, given, bridge.tokens)
+        if not given:
+            signature.verify_json(url, signed, given, ())  # raises: no header
+        tokens = bridge.tokens.for_account(eventstreams.account_of(signed))
+        signature.verify_json(url, signed, given, tokens)
     else:
-        signature.verify(url, signed, given, bridge.tokens)
+        signature.verify_callback(url, signed, given, bridge.tokens)
 
 
 def _store(
@@ -153,23 +162,25 @@ def _store(
     return _answer(inbound, outcome)
 
 
-def _form(max_bytes: int) -> MultiDict[str, str]:
-    """Return the callback's form, refusing other content types and large bodies."""
-    _read_body(max_bytes, (FORM,))
+def _form(settings: "Settings") -> MultiDict[str, str]:
+    """Return the callback's form; refuse other types, large bodies, bad encoding."""
+    body = _read_body(settings.max_body_bytes, (FORM,))
 
-    return request.form
+    return parse_form(body, settings.max_form_fields)
 
 
-def _json_body(max_bytes: int) -> bytes:
+def _json_body(settings: "Settings") -> bytes:
     """Return a JSON callback's raw body, refusing other types and large bodies."""
-    return _read_body(max_bytes, JSON_TYPES)
+    return _read_body(settings.max_body_bytes, JSON_TYPES)
 
 
 def _read_body(max_bytes: int, types: tuple[str, ...]) -> bytes:
     """Return the raw body, refusing other content types and large bodies."""
-    if request.mimetype not in types:
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype not in types or charset not in ("utf-8", "utf8"):
         raise CallbackError(
-            f"Content-Type {request.mimetype or '(none)'} is not {types[0]}.",
+            f"Content-Type {request.content_type or '(none)'!r:.100} is not "
+            f"{types[0]} in UTF-8.",
             reason="content_type",
             status=415,
         )

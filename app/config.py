@@ -4,14 +4,19 @@ Every setting is one row of the configuration table in README.md. A required
 setting that is missing stops start-up with a message naming the variable.
 """
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from app.errors import ConfigError
 
 DEFAULT_MEMORY_BASE_URL = "https://memory.twilio.com"
+ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The token local mode signs and checks with; it guards nothing real.
 LOCAL_AUTH_TOKEN = "local-mode-auth-token"
 
@@ -46,6 +51,16 @@ class Settings:
     queue_name: str = "memory-bridge"
     log_format: str = "text"
     log_level: str = "INFO"
+    # Who may sign callbacks, and which peers may say what the public URL was
+    # (README "Security"). TWILIO_AUTH_TOKENS is "AC…:token,AC…:token"; an account
+    # listed twice (old and new token) is how its token rotates.
+    twilio_auth_tokens: str = ""
+    twilio_secondary_auth_token: str = ""
+    # The same variable and default gunicorn reads (app/gunicorn_conf.py), so the
+    # app trusts X-Forwarded-Host from exactly the peers gunicorn trusts.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Twilio's richest callbacks (inbound WhatsApp with ten media) carry under 100.
+    max_form_fields: int = 256
 
     @property
     def memory_credentials(self) -> tuple[str, str]:
@@ -58,16 +73,68 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Return the values that must never reach a log line."""
-        values = (self.twilio_auth_token, self.twilio_api_key_secret)
+        values = [
+            self.twilio_auth_token,
+            self.twilio_secondary_auth_token,
+            self.twilio_api_key_secret,
+        ]
+        for entry in self.twilio_auth_tokens.split(","):
+            values.append(entry.partition(":")[2].strip())
         return tuple(v for v in values if v)
+
+    @property
+    def account_tokens(self) -> dict[str, tuple[str, ...]]:
+        """Return TWILIO_AUTH_TOKENS as AccountSid to tokens, in the order given."""
+        tokens: dict[str, tuple[str, ...]] = {}
+        entries = [e.strip() for e in self.twilio_auth_tokens.split(",")]
+        for number, entry in enumerate((e for e in entries if e), start=1):
+            account, _, token = (part.strip() for part in entry.partition(":"))
+            if not (ACCOUNT_SID.match(account) and token):
+                # Never echo the entry: it holds a token.
+                raise ConfigError(
+                    f"TWILIO_AUTH_TOKENS entry {number} is not AccountSid:token: "
+                    "write it like AC0123…:yourtoken, entries separated by commas."
+                )
+            tokens[account] = (*tokens.get(account, ()), token)
+
+        return tokens
+
+    @cached_property  # read on every callback; frozen fields never change
+    def forwarded_networks(self) -> tuple[IpNetwork, ...]:
+        """Return FORWARDED_ALLOW_IPS as networks; "*" is every address."""
+        networks: list[IpNetwork] = []
+        for entry in (e.strip() for e in self.forwarded_allow_ips.split(",")):
+            if entry == "*":
+                networks += [ipaddress.ip_network("0.0.0.0/0")]
+                networks += [ipaddress.ip_network("::/0")]
+            elif entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError as error:
+                    raise ConfigError(
+                        f"FORWARDED_ALLOW_IPS has {entry!r}, not an address: give "
+                        "IP addresses or networks separated by commas, or *."
+                    ) from error
+
+        return tuple(networks)
 
     def check(self) -> "Settings":
         """Raise ConfigError naming the first setting that is missing or malformed."""
-        if not self.twilio_auth_token:
+        if not (self.twilio_auth_token or self.twilio_auth_tokens):
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is not set: the bridge needs it to check each "
-                "callback's signature. Set it to your account's auth token."
+                "callback's signature. Set it to your account's auth token (or "
+                "TWILIO_AUTH_TOKENS for several accounts)."
             )
+        if self.twilio_secondary_auth_token and not self.twilio_auth_token:
+            raise ConfigError(
+                "TWILIO_SECONDARY_AUTH_TOKEN is set without TWILIO_AUTH_TOKEN: set "
+                "both while the token rotates, then only the new one."
+            )
+        # Parse the token map and the proxy list now: a mistake stops start-up.
+        _ = (self.account_tokens, self.forwarded_networks)
+        if self.max_form_fields < 1:
+            raise ConfigError("BRIDGE_MAX_FORM_FIELDS must be at least 1.")
         user, password = self.memory_credentials
         if not (user and password):
             raise ConfigError(
@@ -98,6 +165,9 @@ _ENV_NAMES = {
     "memory_store_id": "MEMORY_STORE_ID",
     "log_format": "LOG_FORMAT",
     "log_level": "LOG_LEVEL",
+    "twilio_auth_tokens": "TWILIO_AUTH_TOKENS",
+    "twilio_secondary_auth_token": "TWILIO_SECONDARY_AUTH_TOKEN",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
 }
 
 

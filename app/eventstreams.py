@@ -19,6 +19,8 @@ from app.translate import CALL_MOMENTS, CONVERSATION_EVENTS, EVENT_TYPES, transl
 KIND = "events"
 # CloudEvents ids are free text; ours end up in a Redis key, so keep them tame.
 _ID = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+# Event sources name their account: /2010-04-01/Accounts/AC…/Messages/SM….json
+_SOURCE_ACCOUNT = re.compile(r"/Accounts/(AC[0-9a-fA-F]{32})(?:/|$)")
 _SID_NAMES = {"messaging": "MessageSid", "voice": "CallSid"}
 
 
@@ -53,6 +55,41 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
             )
 
     return events
+
+
+def account_of(raw: bytes) -> str:
+    """Return the one AccountSid a body's CloudEvents name, or "" if not one.
+
+    Read before the signature is checked, only to choose the token. Events that
+    name no account (error logs) are passed over; a body that names none, or
+    several, gets no account's token (only a token shared by every account).
+    """
+    try:
+        found = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    accounts = {
+        _account(event) if isinstance(event, dict) else ""
+        for event in (found if isinstance(found, list) else [found])
+    } - {""}
+
+    return accounts.pop() if len(accounts) == 1 else ""
+
+
+def _account(event: dict[str, Any]) -> str:
+    """Return the AccountSid of one CloudEvent: its data's, or its source's."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    request = data.get("request")
+    parameters = request.get("parameters") if isinstance(request, dict) else None
+    places = [data, parameters if isinstance(parameters, dict) else {}]
+    for place in places:
+        for name in ("accountSid", "AccountSid", "account_sid"):
+            if isinstance(place.get(name), str):
+                return str(place[name])
+    source = _SOURCE_ACCOUNT.search(str(event.get("source", "")))
+
+    return source.group(1) if source else ""
 
 
 def translate_event(

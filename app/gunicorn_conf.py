@@ -5,6 +5,8 @@ Twilio gives up on a callback after 15 s, so every timeout here is well under it
 
 import os
 
+from app import config as _config
+
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -12,8 +14,11 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 10
 graceful_timeout = 8
 keepalive = 5
-# Which peers may set X-Forwarded-Proto and friends (a comma list of IPs or "*").
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Which peers may set X-Forwarded-Proto (IPs or networks, comma separated, or "*"):
+# the app's own setting, which also decides whose X-Forwarded-Host counts.
+forwarded_allow_ips = _config.load().forwarded_allow_ips
+# Only X-Forwarded-Proto says the scheme, as in the app (app/signature.py).
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 # The app writes one line per request itself; gunicorn's access log would repeat it.
 accesslog = None
 errorlog = "-"
@@ -21,23 +26,24 @@ errorlog = "-"
 # and several bridges on one machine would share its path.
 control_socket_disable = True
 
-# With LOG_FORMAT=json, gunicorn's own lines are JSON too, like the app's, and
-# its access log stays off (the app writes one line per request itself).
-if os.environ.get("LOG_FORMAT") == "json":
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "root": {"level": "INFO", "handlers": ["stderr"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "CRITICAL", "propagate": False},
-        },
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "formatters": {"json": {"()": "app.logs.json_formatter"}},
-    }
+# gunicorn's own lines go through the app's formatter, JSON or text, so they are
+# scrubbed of secrets and phone numbers like the app's; its access log stays off
+# (the app writes one line per request itself).
+_FORMAT = "json" if os.environ.get("LOG_FORMAT") == "json" else "text"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "CRITICAL", "propagate": False},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "bridge",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "formatters": {"bridge": {"()": f"app.logs.{_FORMAT}_formatter"}},
+}

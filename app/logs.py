@@ -2,14 +2,19 @@
 
 Call ``log(logger, "batch.delivered", events=3)``. Phone numbers go through
 ``mask()`` before they become a field; secrets registered with ``configure()``
-are replaced wherever they would appear in a line.
+are replaced wherever they would appear in a line, and so is any phone number
+that slipped through in a message (``redact()``), as a second line of defence.
 """
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
+
+# An E.164 number as Twilio writes it (+ and up to 15 digits), also URL-encoded.
+_PHONE = re.compile(r"(\+|%2[Bb])(\d{3,11})(\d{4})(?!\d)")
 
 
 def mask(address: str | None) -> str:
@@ -19,6 +24,11 @@ def mask(address: str | None) -> str:
     keep = address[-4:] if len(address) > 4 else ""
 
     return "*" * min(len(address) - len(keep), 8) + keep
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every phone number in it masked to its last 4 digits."""
+    return _PHONE.sub(lambda m: "*" * min(len(m[1] + m[2]), 8) + m[3], text)
 
 
 def log(
@@ -66,7 +76,7 @@ class Formatter(logging.Formatter):
         for secret in self.secrets:
             line = line.replace(secret, "***")
 
-        return line
+        return redact(line)
 
 
 def configure(fmt: str, level: str, secrets: tuple[str, ...] = ()) -> None:
@@ -83,3 +93,10 @@ def json_formatter() -> Formatter:
     from app import config
 
     return Formatter(True, config.load().secrets)
+
+
+def text_formatter() -> Formatter:
+    """Return the text formatter, scrubbing the configured secrets (for gunicorn)."""
+    from app import config
+
+    return Formatter(False, config.load().secrets)

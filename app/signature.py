@@ -5,22 +5,105 @@ HMAC-SHA1 keyed by the account's auth token ("Webhooks security" in Twilio's
 docs). So the URL is rebuilt from the configured public base URL and the raw
 path and query string as they arrived, never from a URL the framework rebuilt,
 and the form keeps every value of a repeated name.
+
+Without a public base URL, the scheme and host come from ``X-Forwarded-Proto``
+and ``X-Forwarded-Host`` only when the peer is a trusted proxy
+(``FORWARDED_ALLOW_IPS``, the list gunicorn trusts too); anyone else's forwarded
+headers change nothing. The token is chosen by the callback's ``AccountSid``.
 """
 
 import hashlib
 import hmac
+import ipaddress
+import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, urlsplit
 
 from twilio.request_validator import RequestValidator
 
 from app.errors import SignatureError
 
+if TYPE_CHECKING:
+    from app.config import IpNetwork, Settings
+
 HEADER = "X-Twilio-Signature"
+# A host, or a bracketed IPv6 address, with an optional port (RFC 3986 3.2.2).
+_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
-def public_url(environ: Mapping[str, object], base_url: str) -> str:
-    """Return the URL Twilio requested: ``base_url`` plus the raw path and query."""
+class Tokens:
+    """The auth tokens that may sign a callback, chosen by its AccountSid.
+
+    Each account has one token, or two while its token rotates. Tokens not tied
+    to an account (TWILIO_AUTH_TOKEN without TWILIO_ACCOUNT_SID) serve accounts
+    that have none of their own. No account ever gets an empty tuple: an account
+    without a token is refused.
+    """
+
+    def __init__(
+        self, by_account: Mapping[str, tuple[str, ...]], anyone: tuple[str, ...] = ()
+    ) -> None:
+        self._by_account = {
+            sid: tuple(t for t in ts if t) for sid, ts in by_account.items()
+        }
+        self._anyone = tuple(t for t in anyone if t)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Tokens":
+        """Build the chooser from TWILIO_AUTH_TOKEN(S) and TWILIO_ACCOUNT_SID."""
+        by_account = settings.account_tokens
+        given = (settings.twilio_auth_token, settings.twilio_secondary_auth_token)
+        primary = tuple(t for t in given if t)
+        if not settings.twilio_account_sid:
+            return cls(by_account, primary)
+        sid = settings.twilio_account_sid
+        by_account[sid] = (*primary, *by_account.get(sid, ()))
+
+        return cls(by_account)
+
+    @property
+    def any_account(self) -> bool:
+        """Whether callbacks of accounts not listed are checked with a shared token."""
+        return bool(self._anyone)
+
+    def for_account(self, account_sid: str) -> tuple[str, ...]:
+        """Return the tokens that may sign a callback of ``account_sid``.
+
+        Raises SignatureError (403) for an account with no token: there is no
+        fall-back that skips the check.
+        """
+        tokens = self._by_account.get(account_sid) or self._anyone
+        if not tokens and not account_sid:
+            raise SignatureError(
+                "The callback has no AccountSid, so no auth token can check it: "
+                "Twilio sends one with every callback.",
+                reason="account_unknown",
+            )
+        if not tokens:
+            raise SignatureError(
+                f"AccountSid {account_sid[:40]!r} is an account the bridge has no "
+                "auth token for: add AccountSid:token to TWILIO_AUTH_TOKENS.",
+                reason="account_unknown",
+            )
+
+        return tokens
+
+    def __repr__(self) -> str:
+        return f"Tokens(accounts={sorted(self._by_account)}, any={self.any_account})"
+
+
+def public_url(
+    environ: Mapping[str, object],
+    base_url: str,
+    proxies: tuple["IpNetwork", ...] = (),
+) -> str:
+    """Return the URL Twilio requested: the public base plus the raw path and query.
+
+    The base is ``base_url`` when set; otherwise the request's scheme and Host,
+    or ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` when the peer is one of
+    ``proxies``. A host that is not host[:port] raises SignatureError.
+    """
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not isinstance(raw, str) or not raw.startswith("/"):
         # PEP 3333: PATH_INFO holds the request's bytes decoded as latin-1.
@@ -29,10 +112,44 @@ def public_url(environ: Mapping[str, object], base_url: str) -> str:
         query = str(environ.get("QUERY_STRING", ""))
         raw = f"{path}?{query}" if query else path
     if not base_url:
-        scheme = environ.get("wsgi.url_scheme", "http")
-        base_url = f"{scheme}://{environ.get('HTTP_HOST', '')}"
+        base_url = _request_base(environ, proxies)
 
     return base_url.rstrip("/") + raw
+
+
+def _request_base(
+    environ: Mapping[str, object], proxies: tuple["IpNetwork", ...]
+) -> str:
+    """Return scheme://host of the request, as a trusted proxy says it was."""
+    scheme = str(environ.get("wsgi.url_scheme", "http"))
+    host = str(environ.get("HTTP_HOST", ""))
+    if _trusted(environ.get("REMOTE_ADDR"), proxies):
+        # A proxy appends to these headers; the last value is the one it wrote.
+        proto = _last(environ.get("HTTP_X_FORWARDED_PROTO")).lower()
+        scheme = proto if proto in ("http", "https") else scheme
+        host = _last(environ.get("HTTP_X_FORWARDED_HOST")) or host
+    if not _HOST.match(host):
+        raise SignatureError(
+            f"The host {host[:100]!r} cannot be part of a URL Twilio signed: set "
+            "PUBLIC_BASE_URL to the public URL Twilio calls.",
+            reason="signature_unverifiable",
+        )
+
+    return f"{scheme}://{host}"
+
+
+def _trusted(peer: object, proxies: tuple["IpNetwork", ...]) -> bool:
+    """Whether ``peer`` (REMOTE_ADDR) is in one of the trusted networks."""
+    try:
+        address = ipaddress.ip_address(str(peer))
+    except ValueError:
+        return False
+
+    return any(address in network for network in proxies)
+
+
+def _last(header: object) -> str:
+    return str(header or "").rsplit(",", 1)[-1].strip()
 
 
 def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> None:
@@ -55,10 +172,21 @@ def verify(url: str, form: object, signature: str, tokens: tuple[str, ...]) -> N
             ) from error
 
     raise SignatureError(
-        f"{HEADER} does not match: check PUBLIC_BASE_URL ({url} was checked) "
-        "and TWILIO_AUTH_TOKEN.",
+        f"{HEADER} does not match: check PUBLIC_BASE_URL ({url[:500]} was checked) "
+        "and the account's auth token.",
         reason="signature_invalid",
     )
+
+
+def verify_callback(
+    url: str, form: Mapping[str, str], signature: str, tokens: Tokens
+) -> None:
+    """Verify a form callback with the tokens of the account it names."""
+    if not signature:
+        verify(url, form, signature, ())  # raises: the header is missing
+    account_tokens = tokens.for_account(form.get("AccountSid", ""))
+
+    verify(url, form, signature, account_tokens)
 
 
 def verify_json(url: str, body: bytes, signature: str, tokens: tuple[str, ...]) -> None:

@@ -262,7 +262,7 @@ def test_unknown_status_is_accepted_and_not_forwarded(client, redis):
 
 def test_missing_message_sid_is_a_clear_400(client):
     """A messaging callback without MessageSid gets 400 naming the field."""
-    form = {"MessageStatus": "sent", "To": CUSTOMER}
+    form = {"AccountSid": ACCOUNT_SID, "MessageStatus": "sent", "To": CUSTOMER}
     response = post(client, "/twilio/messaging", form)
     assert response.status_code == 400
     assert "MessageSid" in response.json["message"]

@@ -6,8 +6,8 @@ import uuid
 
 from helpers_callbacks import counters, post_form, post_json, stored
 
-from app import ids
-from conftest import CUSTOMER, STORE, message, sign
+from app import create_app, ids
+from conftest import ACCOUNT_SID, CUSTOMER, STORE, message, sign
 
 BUSINESS = "+15005550001"
 OTHER = "+15005550009"
@@ -19,6 +19,7 @@ PROFILE = "mem_profile_01jf8x0m6ke3v9zq7r4t5w2y1c"
 def receipt(status: str) -> dict[str, str]:
     """Return an onDeliveryUpdated webhook."""
     return {
+        "AccountSid": ACCOUNT_SID,
         "EventType": "onDeliveryUpdated",
         "ConversationSid": "CH" + "0" * 32,
         "MessageSid": "IM" + "0" * 32,
@@ -33,13 +34,19 @@ def delivered(sid: str, to: str, event_id: str) -> dict:
         "specversion": "1.0",
         "type": "com.twilio.messaging.message.delivered",
         "id": event_id,
-        "data": {"messageSid": sid, "from": BUSINESS, "to": to},
+        "data": {
+            "accountSid": ACCOUNT_SID,
+            "messageSid": sid,
+            "from": BUSINESS,
+            "to": to,
+        },
     }
 
 
 def call(sid: str, status: str, direction: str = "outbound-api", **extra: str):
     """Return a call status callback form."""
-    form = {"CallSid": sid, "CallStatus": status, "Direction": direction}
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": status}
+    form["Direction"] = direction
     return form | {"From": BUSINESS, "To": CUSTOMER} | extra
 
 
@@ -177,7 +184,8 @@ def test_an_unknown_status_is_counted_each_time_and_logged_once(client, redis, c
 
 def test_an_unknown_conversations_event_type_is_counted(client, redis):
     """onParticipantAdded is answered 204 and counted, with no event."""
-    form = {"EventType": "onParticipantAdded", "ConversationSid": "CH" + "0" * 32}
+    form = {"AccountSid": ACCOUNT_SID, "EventType": "onParticipantAdded"}
+    form["ConversationSid"] = "CH" + "0" * 32
 
     response = post_form(client, "/twilio/conversations", form)
 
@@ -225,3 +233,59 @@ def test_written_phone_numbers_are_stored_and_routed_in_e164(client, redis):
     assert event["recipient"]["address"] == CUSTOMER
     assert event["sender"]["address"] == BUSINESS
     assert redis.exists(f"mb:buf:{STORE}/phone:{CUSTOMER}")
+
+
+AC111 = "AC" + "1" * 32
+
+
+def post_json_as(client, payload, token: str):
+    """Post CloudEvents signed with ``token``, as that account's sink would."""
+    body = json.dumps(payload).encode()
+    path = f"/twilio/events?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    url = "https://bridge.example.test" + path
+    return client.post(
+        path,
+        data=body,
+        content_type="application/json",
+        headers={"X-Twilio-Signature": sign(url, {}, token=token)},
+    )
+
+
+def cloudevent_of(account: str, sid: str, event_id: str) -> dict:
+    """Return a delivered CloudEvent of ``account``, named only in its source."""
+    event = delivered(sid, CUSTOMER, event_id)
+    del event["data"]["accountSid"]
+    event["source"] = f"/2010-04-01/Accounts/{account}/Messages/{sid}.json"
+    return event
+
+
+def test_cloudevents_are_checked_with_their_accounts_token(settings, redis):
+    """A sink of AC111… signs with AC111…'s token: accepted only when it is listed."""
+    listed = create_app(settings | {"twilio_auth_tokens": f"{AC111}:token-111"})
+    unlisted = create_app(settings)
+    payload = [cloudevent_of(AC111, "SM" + "1" * 32, "EZ" + "1" * 32)]
+
+    accepted = post_json_as(listed.test_client(), payload, "token-111")
+    refused = post_json_as(unlisted.test_client(), payload, "token-111")
+    wrong_token = post_json_as(listed.test_client(), payload, "token-222")
+
+    assert accepted.status_code == 204
+    assert (refused.status_code, refused.json["error"]) == (403, "account_unknown")
+    assert (wrong_token.status_code, wrong_token.json["error"]) == (
+        403,
+        "signature_invalid",
+    )
+
+
+def test_cloudevents_of_two_accounts_get_no_accounts_token(settings, redis):
+    """A body naming two accounts is checked with no one account's token."""
+    tokens = f"{AC111}:token-111,{ACCOUNT_SID}:token-000"
+    app = create_app(settings | {"twilio_auth_tokens": tokens})
+    payload = [
+        cloudevent_of(AC111, "SM" + "1" * 32, "EZ" + "1" * 32),
+        cloudevent_of(ACCOUNT_SID, "SM" + "2" * 32, "EZ" + "2" * 32),
+    ]
+
+    response = post_json_as(app.test_client(), payload, "token-111")
+
+    assert (response.status_code, response.json["error"]) == (403, "account_unknown")
