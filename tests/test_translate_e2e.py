@@ -6,7 +6,7 @@ import json
 import pytest
 import requests
 
-from conftest import CUSTOMER, sign
+from conftest import ACCOUNT_SID, CUSTOMER, sign
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +18,7 @@ PROFILE = "mem_profile_01jf8x0m6ke3v9zq7r4t5w2y1c"
 def call_event(moment: str, number: int, status: str) -> dict:
     """Return a call status CloudEvent with SequenceNumber ``number``."""
     parameters = {
+        "AccountSid": ACCOUNT_SID,
         "CallSid": CALL,
         "CallStatus": status,
         "Direction": "outbound-api",
@@ -63,6 +64,7 @@ def test_an_event_streams_batch_and_a_receipt_reach_the_api_in_order(
             "type": "com.twilio.messaging.message.sent",
             "id": "EZ9",
             "data": {
+                "accountSid": ACCOUNT_SID,
                 "messageSid": "SM" + "0" * 32,
                 "from": "+1 500 555 0001",
                 "to": "whatsapp:" + OTHER,
@@ -75,6 +77,7 @@ def test_an_event_streams_batch_and_a_receipt_reach_the_api_in_order(
         },
     ]
     receipt = {
+        "AccountSid": ACCOUNT_SID,
         "EventType": "onDeliveryUpdated",
         "ConversationSid": "CH" + "0" * 32,
         "MessageSid": "IM" + "0" * 32,
