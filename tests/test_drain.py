@@ -8,6 +8,7 @@ import pytest
 from app import config
 from app.buffer import Buffer, connect
 from conftest import CUSTOMER, STORE
+from jobs import deadletters
 from jobs.drain import Drainer
 
 
@@ -91,7 +92,7 @@ def test_unknown_profile_becomes_a_dead_letter(settings, redis, standin):
     s = config.load(settings).check()
     admit(redis, f"{STORE}/phone:{CUSTOMER}", 2)
     Drainer(s, connect(s.redis_url)).run()
-    [letter] = [json.loads(x) for x in redis.lrange("mb:dead", 0, -1)]
+    [letter] = deadletters.listing(redis, s)
     assert letter["reason"] == "profile_not_found"
     assert len(letter["events"]) == 2
     assert standin.batches() == []
@@ -109,12 +110,25 @@ def test_api_down_keeps_everything(settings, redis):
     assert redis.zscore("mb:leases", member) is not None
 
 
-def test_a_404_forgets_the_cached_profile(drainer, redis, standin):
-    """A 404 for a looked-up profile drops it from the cache, to be looked up anew."""
+def test_a_404_looks_the_phone_up_again_then_posts(drainer, redis, standin):
+    """A 404 for a cached profile: the phone is looked up anew and the batch posted."""
     member = f"{STORE}/phone:{CUSTOMER}"
     redis.set(f"mb:profile:{member}", "mem_profile_" + "7" * 26)
     standin.script(status=404, count=1)
     admit(redis, member, 1)
     drainer.run()
-    assert redis.get(f"mb:profile:{member}") is None
-    assert redis.zscore("mb:leases", member) is not None  # kept for a retry
+    [batch] = standin.batches()
+    assert batch.profile != "mem_profile_" + "7" * 26
+    assert redis.get(f"mb:profile:{member}").decode() == batch.profile
+
+
+def test_a_second_404_makes_a_dead_letter(drainer, redis, standin, settings):
+    """404, a fresh Lookup, 404 again: the batch is a dead letter, not retried."""
+    member = f"{STORE}/phone:{CUSTOMER}"
+    standin.script(status=404, count=2)
+    admit(redis, member, 2)
+    drainer.run()
+    [letter] = deadletters.listing(redis, config.load(settings))
+    assert letter["reason"] == "profile_gone"
+    assert len(letter["events"]) == 2 and "404" in letter["error"]
+    assert redis.zcard("mb:leases") == 0 and standin.batches() == []
