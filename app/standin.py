@@ -78,6 +78,7 @@ class StandIn:
         self._initial = (latency_ms, max_concurrency)
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
+        self._refusals: list[tuple[str, str, str]] = []
         self.clear()
 
     def __repr__(self) -> str:
@@ -130,6 +131,14 @@ class StandIn:
         with self._lock:
             self._faults.append(Fault(status, int(count), retry_after, hang))
 
+    def refuse(self, field: str, value: str, message: str = "") -> None:
+        """Answer 400 to any Events request holding an event whose ``field`` is value.
+
+        The message names the event's index, as the API's validation errors do.
+        """
+        with self._lock:
+            self._refusals.append((field, value, message))
+
     def set_profiles(self, mapping: dict[str, str]) -> None:
         """Make Lookup answer these address -> profile id pairs."""
         with self._lock:
@@ -148,6 +157,7 @@ class StandIn:
         self.clear()
         with self._lock:
             self._faults.clear()
+            self._refusals.clear()
             self.latency_ms, self.max_concurrency = self._initial
 
     def batches(self) -> list[Batch]:
@@ -316,6 +326,13 @@ class StandIn:
     def _record(self, request: Request, store: str, profile: str, user: str) -> Batch:
         """Validate an Events body and record it as a batch."""
         body = json_body(request, EVENTS_VALIDATOR)
+        with self._lock:
+            refusals = list(self._refusals)
+        for index, event in enumerate(body["events"]):
+            for field, value, message in refusals:
+                if event.get(field) == value:
+                    text = message or f"{field} {value!r} is not accepted."
+                    raise Refusal(error(400, f"events[{index}]: {text}"))
         batch = Batch(store, profile, body, *request.received, user)
         with self._changed:
             self._batches.append(batch)
@@ -362,6 +379,7 @@ class StandIn:
 
         actions: dict[str, Callable[[Any], None]] = {
             "/_standin/script": lambda body: self.script(**body),
+            "/_standin/refuse": lambda body: self.refuse(**body),
             "/_standin/reset": lambda body: self.reset(),
             "/_standin/profiles": self.set_profiles,
             "/_standin/settings": self._settings,

@@ -151,9 +151,11 @@ def test_a_paused_store_waits_but_lets_one_probe_through(buffer, redis):
     redis.hset(f"mb:upstream:{store}", mapping={"state": "paused", "until_ms": 0})
     [probe] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
     assert buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000) == []
-    assert redis.llen(f"mb:buf:{store}/phone:+15005550007") + redis.llen(
-        f"mb:buf:{MEMBER}"
-    ) == 1  # the other one is still buffered
+    assert (
+        redis.llen(f"mb:buf:{store}/phone:+15005550007")
+        + redis.llen(f"mb:buf:{MEMBER}")
+        == 1
+    )  # the other one is still buffered
     assert probe.member in (MEMBER, f"{store}/phone:+15005550007")
 
 
