@@ -107,6 +107,21 @@ class BridgeWorker(HerokuWorker):
 
         return None
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """Log a failed drain as one WARNING line, not RQ's multi-line ERROR.
+
+        A failed drain loses nothing: its batches stay leased in Redis and the
+        next drain takes them, so this is not an error anyone must act on.
+        """
+        kind, value = exc_info[0], exc_info[1]
+        logs.log(
+            logger,
+            "drain.failed",
+            logging.WARNING,
+            job=job.id,
+            error=f"{getattr(kind, '__name__', kind)}: {value}"[:500],
+        )
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run a job; if Redis goes away meanwhile, let its horse end, then go on."""
         try:
@@ -151,7 +166,9 @@ def run() -> None:
         worker = _worker(settings, redis)
         started = time.monotonic()
         try:
-            worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+            # No RQ scheduler: the bridge schedules no jobs (the Pump queues
+            # drains), and RQ's scheduler child outlives a SIGKILLed worker.
+            worker.work(with_scheduler=False, logging_level=settings.log_level.upper())
         except RedisError as error:
             logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
         if worker.stopping:

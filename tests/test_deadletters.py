@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from test_drain import admit
 
 from app import config
 from app.buffer import connect
@@ -10,7 +11,6 @@ from app.cli import main
 from conftest import CUSTOMER, STORE
 from jobs import deadletters
 from jobs.drain import Drainer
-from test_drain import admit
 
 OTHER_STORE = "mem_store_" + "1" * 26
 
