@@ -8,6 +8,7 @@ side by side, and settles all of them in one round trip.
 
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,16 @@ from jobs.ratelimit import RateLimit
 from jobs.upstream import Upstream
 
 logger = logging.getLogger(__name__)
+
+
+# Set in a work horse when its worker got SIGTERM: the drain finishes its round
+# and claims nothing more, so a Heroku-style restart finds no new batch in flight.
+_stopping = threading.Event()
+
+
+def stop_claiming() -> None:
+    """Make the running drain settle its round and take no new batches."""
+    _stopping.set()
 
 
 def queued_key(prefix: str) -> str:
@@ -93,7 +104,7 @@ class Drainer:
             self.settings.delivery_concurrency, thread_name_prefix="deliver"
         )
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not _stopping.is_set():
                 batches = self.buffer.claim(
                     max_batches=self.settings.delivery_concurrency,
                     batch_max=self.settings.batch_max,

@@ -22,7 +22,7 @@ from rq.worker import HerokuWorker
 from app import config, logs
 from app.buffer import Buffer, connect
 from app.errors import ConfigError
-from jobs.drain import drain, queued_key
+from jobs.drain import drain, queued_key, stop_claiming
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,17 @@ class BridgeWorker(HerokuWorker):
                 return result
 
         return None
+
+    def request_stop_sigrtmin(self, signum: Any, frame: Any) -> None:
+        """In the work horse, on the worker's SIGTERM: stop claiming, then as RQ does.
+
+        The drain settles the round it is posting (at most the HTTP timeout) and
+        returns; RQ's ShutDownImminentException comes only after
+        ``imminent_shutdown_delay``. Batches still in flight when a SIGKILL
+        follows are taken again when their lease runs out.
+        """
+        stop_claiming()
+        super().request_stop_sigrtmin(signum, frame)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """Log a failed drain as one WARNING line, not RQ's multi-line ERROR.

@@ -244,3 +244,67 @@ def test_no_event_is_lost_under_chaos(standin, settings, tmp_path):
     finally:
         bridge.stop()
         redis_server.stop()
+
+
+def send_many(bridge: Bridge, numbers: range) -> None:
+    for n in numbers:
+        form = message(f"SM{n:032d}", "sent", to=f"+1500555{n:04d}")
+        assert bridge.post("/twilio/messaging", form).status_code == 204
+
+
+def test_sigkilled_worker_redelivers_within_the_lease(start_bridge, standin, redis):
+    """Worker and horse SIGKILLed mid-drain: all arrive within the lease of 14 s."""
+    from jobs.drain import lease_s
+
+    bridge = start_bridge(linger_ms=100, http_timeout_s=2.0)
+    standin.script(hang=30.0, count=1000)
+    send_many(bridge, range(20))
+    deadline = time.monotonic() + 10
+    while not redis.keys("mb:inflight:*") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert redis.keys("mb:inflight:*"), "no drain took the batches"
+    worker = bridge.worker
+    for pid in children(worker.pid):
+        kill(pid)
+    kill(worker.pid)
+    worker.wait(10)
+    killed = time.monotonic()
+    standin.reset()
+    bridge.start_worker()
+
+    standin.wait_for_events(20, timeout=60)
+    took = time.monotonic() - killed
+    from app import config
+
+    bound = lease_s(config.load({"http_timeout_s": 2.0, "rate_limit_rps": 0}))
+    assert bound == 14.0
+    assert took <= bound + 5, f"redelivery took {took:.1f} s"  # + a poll, start-up
+    assert len({e.event["communicationId"] for e in standin.events()}) == 20
+
+
+def test_sigterm_while_the_api_hangs_loses_nothing(start_bridge, standin, redis):
+    """Heroku restart with the API hanging: no new work after SIGTERM, none lost."""
+    bridge = start_bridge(linger_ms=100, http_timeout_s=5.0)
+    standin.script(hang=30.0, count=1000)
+    send_many(bridge, range(10))
+    deadline = time.monotonic() + 10
+    while not redis.keys("mb:inflight:*") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = bridge.worker
+    worker.send_signal(signal.SIGTERM)
+    send_many(bridge, range(10, 20))  # after SIGTERM: for the next worker
+    try:
+        worker.wait(10)
+    except Exception:
+        worker.kill()
+        worker.wait(10)
+        pytest.fail("the worker was still running 10 s after SIGTERM")
+    later = [
+        f"mb:buf:mem_store_{'0' * 26}/phone:+1500555{n:04d}" for n in range(10, 20)
+    ]
+    assert all(redis.exists(key) for key in later), "work taken after SIGTERM"
+
+    standin.reset()
+    bridge.start_worker()
+    standin.wait_for_events(20, timeout=60)
+    assert len({e.event["communicationId"] for e in standin.events()}) == 20
