@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections import Counter
 
 import pytest
 
@@ -256,3 +257,40 @@ def test_rate_limit_is_shared_by_drains(settings, redis, standin):
     times = sorted(b.received_monotonic for b in standin.batches())
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert busiest <= 20 + 2 + 2  # the rate, its burst, and scheduling slack
+
+
+@pytest.mark.chaos
+def test_10000_batches_with_10_percent_failing_leave_bounded_keys(
+    settings, redis, standin
+):
+    """10,000 one-event batches, 1,000 refused and 500 answers of 500: after the
+    drain, the only keys are 10,000 dedupe keys, 1,000 dead letters, their index,
+    an upstream state and a few minutes' counters (at most 11,010), all with TTLs.
+    """
+    s, drainer = make(
+        settings, delivery_concurrency=32, drain_seconds=300, retry_max_s=0.05
+    )
+    buffer = Buffer(redis)
+    for n in range(10_000):
+        marker = "refuse" if n % 10 == 0 else str(n)
+        row = {**event(n), "errorMessage": marker}
+        member = f"{STORE}/id:mem_profile_{n:026d}"
+        buffer.admit(
+            member, [(f"SM{n}", "sent", 4, json.dumps(row))], linger_ms=0, comm_ttl_s=60
+        )
+    standin.refuse("errorMessage", "refuse")
+    standin.script(status=500, count=500)
+
+    def settled():
+        return not redis.zcard("mb:leases") and not redis.zcard("mb:due")
+
+    assert drain_until(drainer, settled, timeout=300)
+    assert len(standin.events()) == 9_000
+    assert deadletters.summary(redis, s)["events"] == 1_000
+
+    keys = [k.decode() for k in redis.keys("*")]
+    kinds = Counter(k.split(":")[1] for k in keys)
+    assert kinds["comm"] == 10_000 and kinds["dead"] == 1_001
+    assert kinds["stats"] <= 6 and kinds["upstream"] <= 1
+    assert len(keys) <= 11_010, kinds
+    assert all(redis.ttl(k) > 0 for k in keys), "a key with no TTL"
