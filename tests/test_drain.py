@@ -192,8 +192,10 @@ def test_retries_end_in_a_dead_letter_after_max_age(settings, redis, standin):
     assert letter["dead_at_ms"] / 1000 - started >= 0.5
 
 
-def test_a_429_waits_at_least_its_retry_after(drainer, redis, standin):
-    """429 with Retry-After: 3: the batch is not tried again for 3 s."""
+def test_a_429_waits_at_least_its_retry_after(drainer, redis, standin, settings):
+    """429 with Retry-After: 3: not tried again for 3 s; the store is backing off."""
+    from jobs import upstream
+
     standin.script(status=429, count=1, retry_after=3)
     member = f"{STORE}/phone:{CUSTOMER}"
     admit(redis, member, 1)
@@ -201,6 +203,9 @@ def test_a_429_waits_at_least_its_retry_after(drainer, redis, standin):
     drainer.run()
     assert redis.zscore("mb:leases", member) / 1000 >= before + 3
     assert standin.batches() == []
+    state = upstream.states(redis, config.load(settings))[STORE]
+    assert state.state == "backing_off" and state.until >= before + 3
+    assert state.reason.startswith("429")
 
 
 def test_401_pauses_the_store_once_and_a_probe_resumes_it(
