@@ -30,8 +30,8 @@ from conftest import Bridge, message
 pytestmark = pytest.mark.chaos
 
 LONG = os.environ.get("CHAOS_LONG") == "1"
-CALLBACKS = 20_000 if LONG else 1500
-CYCLES = 8 if LONG else 1
+CALLBACKS = int(os.environ.get("CHAOS_CALLBACKS", 20_000 if LONG else 1500))
+CYCLES = int(os.environ.get("CHAOS_CYCLES", 8 if LONG else 1))
 REFUSED_CODE = "31337"  # the stand-in answers 400 to events with this errorCode
 
 
@@ -173,6 +173,28 @@ class Chaos:
             self.cycle()
 
 
+def where_are(client, accounted: set[str]) -> str:
+    """Describe where the events that were not accounted for are (diagnosis)."""
+    from app.ids import communication_id
+
+    lines = []
+    lists = [k for k in client.keys("mb:*") if client.type(k) == b"list"]
+    for n in range(CALLBACKS):
+        sid = f"SM{n:032d}"
+        cid = communication_id(sid)
+        if cid in accounted:
+            continue
+        holders = [
+            k.decode()
+            for k in lists
+            if any(cid.encode() in e for e in client.lrange(k, 0, -1))
+        ]
+        comm = client.hgetall(f"mb:comm:{sid}")
+        lines.append(f"{sid} refused={n % 97 == 0} comm={comm} in={holders}")
+
+    return "\n".join(lines)
+
+
 def test_no_event_is_lost_under_chaos(standin, settings, tmp_path):
     """Every callback answered 2xx reaches the API or a dead letter; none is lost."""
     from redis import Redis
@@ -234,6 +256,8 @@ def test_no_event_is_lost_under_chaos(standin, settings, tmp_path):
         }
         print("\nchaos figures:", figures)
         print("\n".join(chaos.log))
+        if figures["lost"]:
+            print(where_are(client, received | dead))
 
         assert figures["lost"] == 0, figures
         assert len(dead) == sender.refused, figures  # only the refused events
