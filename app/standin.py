@@ -120,8 +120,12 @@ class StandIn:
         count: int = 1,
         retry_after: int | None = None,
         hang: float | None = None,
+        after: int = 0,
     ) -> None:
-        """Queue a fault for the next `count` Events requests: an error or a hang."""
+        """Queue a fault for `count` Events requests: an error or a hang.
+
+        ``after`` lets that many Events requests through untouched first.
+        """
         if (status is None) == (hang is None):
             raise ValueError("script() needs either status=... or hang=..., not both.")
         if status is not None and not 400 <= status <= 599:
@@ -129,7 +133,9 @@ class StandIn:
         if status == 429 and retry_after is None:
             retry_after = 1
         with self._lock:
-            self._faults.append(Fault(status, int(count), retry_after, hang))
+            self._faults.append(
+                Fault(status, int(count), retry_after, hang, int(after))
+            )
 
     def refuse(self, field: str, value: str, message: str = "") -> None:
         """Answer 400 to any Events request holding an event whose ``field`` is value.
@@ -311,6 +317,9 @@ class StandIn:
             if not self._faults:
                 return False
             fault = self._faults[0]
+            if fault.after > 0:
+                fault.after -= 1
+                return False
             fault.count -= 1
             if fault.count <= 0:
                 self._faults.popleft()

@@ -111,60 +111,67 @@ class Delivery:
             return Outcome(
                 batch, "delivered", status=202, delivered=len(sent.delivered)
             )
-        letter_id, letter = self._letter(batch, sent.refused, "refused", 400)
 
-        return Outcome(
-            batch,
-            "delivered",
-            error=sent.refused[0][1],
-            dead_letter=letter,
-            letter_id=letter_id,
-            status=400,
-            delivered=len(sent.delivered),
-            dead=len(sent.refused),
-        )
+        return self._dead_part(batch, sent, sent.refused, "refused", "delivered", 400)
 
     def _failed(self, batch: Batch, sent: Sending) -> Outcome:
-        """Some events are still to send: pause, retry later, or give up."""
+        """Some events are still to send: pause, retry later, or give up.
+
+        Events already refused in a split become a dead letter now, in the same
+        settle; the retry keeps only the events still to send.
+        """
         reply = sent.last
         partial = bool(sent.delivered or sent.refused)
-        keep = sent.unsent if partial else None
+        age_s = time.time() - batch.first_ms / 1000
         if reply.status in AUTH_STATUSES:
             retry_at = int((time.time() + self.settings.auth_probe_s) * 1000)
-            return Outcome(
-                batch,
-                "retry",
-                retry_at,
-                reply.error,
-                status=reply.status,
-                delivered=len(sent.delivered),
-                keep=keep,
-                uncounted=not partial,
-            )
-        age_s = time.time() - batch.first_ms / 1000
-        if (
+        elif (
             batch.attempt < self.settings.retry_max_attempts
             and age_s < self.settings.retry_max_age_s
         ):
-            return Outcome(
-                batch,
-                "retry",
-                self.retry_at_ms(batch.attempt, reply),
-                reply.error,
-                status=reply.status,
-                delivered=len(sent.delivered),
-                keep=keep,
-            )
-        gone = sent.refused + [(e, reply.error) for e in sent.unsent]
-        letter_id, letter = self._letter(batch, gone, "retries_exhausted", reply.status)
+            retry_at = self.retry_at_ms(batch.attempt, reply)
+        else:
+            gone = sent.refused + [(e, reply.error) for e in sent.unsent]
+            exhausted = "retries_exhausted"
+            return self._dead_part(batch, sent, gone, exhausted, "dead", reply.status)
+
+        letter_id, letter = "", ""
+        if sent.refused:
+            letter_id, letter = self._letter(batch, sent.refused, "refused", 400)
 
         return Outcome(
             batch,
-            "dead",
-            error=reply.error,
+            "retry",
+            retry_at,
+            reply.error,
             dead_letter=letter,
             letter_id=letter_id,
             status=reply.status,
+            delivered=len(sent.delivered),
+            dead=len(sent.refused),
+            keep=sent.unsent if partial else None,
+            uncounted=reply.status in AUTH_STATUSES and not partial,
+        )
+
+    def _dead_part(
+        self,
+        batch: Batch,
+        sent: Sending,
+        gone: list[tuple[str, str]],
+        reason: str,
+        kind: str,
+        status: int,
+    ) -> Outcome:
+        """End a batch with ``gone`` events in a dead letter, the rest delivered."""
+        letter_id, letter = self._letter(batch, gone, reason, status)
+
+        return Outcome(
+            batch,
+            kind,
+            error=gone[0][1],
+            dead_letter=letter,
+            letter_id=letter_id,
+            status=status,
             delivered=len(sent.delivered),
             dead=len(gone),
         )

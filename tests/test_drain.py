@@ -299,3 +299,22 @@ def test_10000_batches_with_10_percent_failing_leave_bounded_keys(
     assert kinds["stats"] <= 6 and kinds["upstream"] <= 1
     assert len(keys) <= 11_010, kinds
     assert all(redis.ttl(k) > 0 for k in keys), "a key with no TTL"
+
+
+def test_refused_events_are_kept_when_the_split_meets_a_500(
+    drainer, redis, standin, settings
+):
+    """A split finds a refused event, then the API fails: the refused event is a
+    dead letter at once and only the unsent events wait for the retry."""
+    standin.refuse("errorMessage", "1")
+    # Requests: [0-3] 400, [0,1] 400, [0] 202, [1] 400 refused, then [2,3] 500.
+    standin.script(status=500, count=1, after=4)
+    member = f"{STORE}/phone:{CUSTOMER}"
+    admit(redis, member, 4)
+    drainer.run()
+    [letter] = deadletters.listing(redis, config.load(settings))
+    assert [e["errorMessage"] for e in letter["events"]] == ["1"]
+    assert letter["reason"] == "refused"
+    assert drain_until(drainer, lambda: len(standin.events()) == 3)
+    assert [e.event["errorMessage"] for e in standin.events()] == ["0", "2", "3"]
+    assert redis.zcard("mb:leases") == 0
