@@ -10,17 +10,19 @@ Keys (``{p}`` is BRIDGE_KEY_PREFIX, ``{m}`` a profile member ``store/kind:value`
     {p}:batch:{m}       hash   that batch's attempts, first try, last error (drained)
     {p}:leases          zset   members in flight, scored by when the batch may
                                be taken again: lease end or next retry (drained)
-    {p}:dead            list   dead letters, JSON (TTL, refreshed on each push)
+    {p}:dead            zset   dead letter ids by when they died (TTL, trimmed)
+    {p}:dead:{id}       string one dead letter, JSON (TTL BRIDGE_DEAD_LETTER_TTL_S)
+    {p}:upstream:{s}    hash   the Memory API's state for store s (TTL)
+    {p}:ratelimit       string the shared rate limit's next free slot (TTL)
     {p}:stats:{minute}  hash   counters of one minute (TTL)
 
-Each step is one Lua script, so each is one round trip and atomic: ``admit``
-(web), ``claim`` and ``settle`` (worker). The scripts build the per-member key
-names from the prefix, so they suit a single Redis server, not a cluster.
+Each step is one Lua script (``app/scripts.py``), so each is one round trip and
+atomic: ``admit`` (web), ``claim`` and ``settle`` (worker).
 """
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis import Redis, RedisError
@@ -28,118 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.errors import StoreUnavailable
-
-# KEYS: due, buffer, stats, then one comm key per event.
-# ARGV: member ('' parks the events instead), due_at_ms, comm_ttl_ms, stats_ttl_s,
-#       park_ttl_s, then status, rank, event json, and the key that remembers
-#       the event's own id ('' when Twilio gave it none) for each event.
-_ADMIT = """
-local admitted, duplicate, stale = 0, 0, 0
-for i = 4, #KEYS do
-  local a = 6 + (i - 4) * 4
-  local seen = redis.call('HMGET', KEYS[i], 's', 'r')
-  local known = ARGV[a + 3] ~= '' and redis.call('EXISTS', ARGV[a + 3]) == 1
-  if known or seen[1] == ARGV[a] then
-    duplicate = duplicate + 1
-  elseif seen[2] and tonumber(seen[2]) >= tonumber(ARGV[a + 1]) then
-    stale = stale + 1
-  else
-    redis.call('HSET', KEYS[i], 's', ARGV[a], 'r', ARGV[a + 1])
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
-    redis.call('RPUSH', KEYS[2], ARGV[a + 2])
-    if ARGV[a + 3] ~= '' then redis.call('SET', ARGV[a + 3], 1, 'PX', ARGV[3]) end
-    admitted = admitted + 1
-  end
-end
-if admitted > 0 and ARGV[1] ~= '' then
-  redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-elseif admitted > 0 then
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-redis.call('HINCRBY', KEYS[3], 'events_admitted', admitted)
-redis.call('HINCRBY', KEYS[3], 'events_duplicate', duplicate)
-redis.call('HINCRBY', KEYS[3], 'events_stale', stale)
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-return {admitted, duplicate, stale}
-"""
-
-# KEYS: due, leases. ARGV: prefix, now_ms, lease_until_ms, max_batches, batch_max.
-# Returns a flat list: member, attempt, first_ms, count, then count events; repeated.
-# (first_ms, attempt) fences the batch: a settle that names another is ignored.
-_CLAIM = """
-local p, now, lease = ARGV[1], ARGV[2], ARGV[3]
-local budget, batch_max = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
-local function emit(m, attempt, events)
-  out[#out + 1] = m
-  out[#out + 1] = attempt
-  out[#out + 1] = redis.call('HGET', p .. ':batch:' .. m, 'first_ms')
-  out[#out + 1] = #events
-  for _, e in ipairs(events) do out[#out + 1] = e end
-  budget = budget - 1
-end
-local retries = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, budget)
-for _, m in ipairs(retries) do
-  local events = redis.call('LRANGE', p .. ':inflight:' .. m, 0, -1)
-  if #events == 0 then
-    redis.call('ZREM', KEYS[2], m)
-  else
-    redis.call('ZADD', KEYS[2], lease, m)
-    emit(m, redis.call('HINCRBY', p .. ':batch:' .. m, 'attempts', 1), events)
-  end
-end
-if budget <= 0 then return out end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, budget)
-for _, m in ipairs(due) do
-  redis.call('ZREM', KEYS[1], m)
-  local buf, inflight = p .. ':buf:' .. m, p .. ':inflight:' .. m
-  if redis.call('EXISTS', inflight) == 0 and redis.call('EXISTS', buf) == 1 then
-    if redis.call('LLEN', buf) <= batch_max then
-      redis.call('RENAME', buf, inflight)
-    else
-      redis.call('RPUSH', inflight, unpack(redis.call('LRANGE', buf, 0, batch_max - 1)))
-      redis.call('LTRIM', buf, batch_max, -1)
-    end
-    redis.call('HSET', p .. ':batch:' .. m, 'attempts', 1, 'first_ms', now)
-    redis.call('ZADD', KEYS[2], lease, m)
-    emit(m, 1, redis.call('LRANGE', inflight, 0, -1))
-  end
-end
-return out
-"""
-
-# KEYS: due, leases, dead, stats. ARGV: prefix, now_ms, member, outcome
-# ('delivered', 'retry' or 'dead'), retry_at_ms, error, dead letter json,
-# dead_ttl_s, stats_ttl_s, first_ms, attempt. Returns -1 for a stale settle.
-_SETTLE = """
-local p, now, m, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local inflight, batch = p .. ':inflight:' .. m, p .. ':batch:' .. m
-local mine = redis.call('HMGET', batch, 'first_ms', 'attempts')
-if mine[1] ~= ARGV[10] or mine[2] ~= ARGV[11] then return -1 end
-if outcome == 'retry' then
-  redis.call('ZADD', KEYS[2], ARGV[5], m)
-  redis.call('HSET', batch, 'last_error', ARGV[6], 'retry_at_ms', ARGV[5])
-  redis.call('HINCRBY', KEYS[4], 'batches_retried', 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[9])
-  return 0
-end
-local count = redis.call('LLEN', inflight)
-if outcome == 'dead' then
-  redis.call('LPUSH', KEYS[3], ARGV[7])
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
-  redis.call('HINCRBY', KEYS[4], 'events_dead', count)
-else
-  redis.call('HINCRBY', KEYS[4], 'events_delivered', count)
-  redis.call('HINCRBY', KEYS[4], 'batches_delivered', 1)
-end
-redis.call('EXPIRE', KEYS[4], ARGV[9])
-redis.call('DEL', inflight, batch)
-redis.call('ZREM', KEYS[2], m)
-if redis.call('EXISTS', p .. ':buf:' .. m) == 1 then
-  redis.call('ZADD', KEYS[1], 'NX', now, m)
-end
-return count
-"""
+from app.scripts import ADMIT, CLAIM, SETTLE
 
 STATS_TTL_S = 24 * 3600
 # After Redis fails, admissions fail fast for this long instead of each waiting
@@ -155,6 +46,7 @@ class Batch:
     attempt: int
     first_ms: int
     events: list[str]
+    admitted_ms: int = 0  # about when the oldest event's callback was stored
 
 
 def connect(url: str, timeout: float | None = 1.0) -> Redis:
@@ -183,9 +75,9 @@ class Buffer:
         self.leases_key = f"{prefix}:leases"
         self.dead_key = f"{prefix}:dead"
         self._down_until = 0.0  # time.monotonic() before which Redis counts as down
-        self._admit = redis.register_script(_ADMIT)
-        self._claim = redis.register_script(_CLAIM)
-        self._settle = redis.register_script(_SETTLE)
+        self._admit = redis.register_script(ADMIT)
+        self._claim = redis.register_script(CLAIM)
+        self._settle = redis.register_script(SETTLE)
 
     def stats_key(self, now_ms: int) -> str:
         """Return the counters key of the minute that holds ``now_ms``."""
@@ -247,19 +139,28 @@ class Buffer:
         except RedisError as error:
             raise StoreUnavailable(f"Redis did not count: {error}") from error
 
-    def claim(self, *, max_batches: int, batch_max: int, lease_ms: int) -> list[Batch]:
+    def claim(
+        self,
+        *,
+        max_batches: int,
+        batch_max: int,
+        lease_ms: int,
+        linger_ms: int = 0,
+        probe_ms: int = 30_000,
+    ) -> list[Batch]:
         """Take up to ``max_batches`` batches: retries due first, then due buffers."""
         now = _now_ms()
+        args = [self.prefix, now, now + lease_ms, max_batches, batch_max, linger_ms]
         flat = self._claim(
-            keys=[self.due_key, self.leases_key],
-            args=[self.prefix, now, now + lease_ms, max_batches, batch_max],
+            keys=[self.due_key, self.leases_key], args=[*args, now + probe_ms]
         )
         batches, i = [], 0
         while i < len(flat):
-            member, attempt, first_ms, count = flat[i : i + 4]
-            events = [text(e) for e in flat[i + 4 : i + 4 + int(count)]]
-            batches.append(Batch(text(member), int(attempt), int(first_ms), events))
-            i += 4 + int(count)
+            member, attempt, first_ms, admitted_ms, count = flat[i : i + 5]
+            events = [text(e) for e in flat[i + 5 : i + 5 + int(count)]]
+            batch = Batch(text(member), int(attempt), int(first_ms), events)
+            batches.append(replace(batch, admitted_ms=int(admitted_ms)))
+            i += 5 + int(count)
 
         return batches
 
@@ -275,8 +176,12 @@ class Buffer:
         for o in outcomes:
             b = o.batch
             args: list[Any] = [self.prefix, now, b.member, o.kind, o.retry_at_ms]
-            args += [o.error]
-            args += [o.dead_letter, dead_ttl_s, STATS_TTL_S, b.first_ms, b.attempt]
+            args += [o.error, o.letter_id, o.dead_letter, dead_ttl_s, STATS_TTL_S]
+            args += [b.first_ms, b.attempt, o.status, o.delivered, o.dead]
+            latency = now - b.admitted_ms if o.delivered else -1
+            args += [latency_field(latency), max(latency, 0), int(o.uncounted)]
+            if o.kind == "retry" and o.keep is not None:
+                args += o.keep
             self._settle(keys=keys, args=args, client=pipe)
 
         return sum(1 for r in pipe.execute() if r == -1)
@@ -293,13 +198,39 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one batch: delivered, retry at a time, or a dead letter."""
+    """What became of one batch: delivered, retry at a time, or a dead letter.
+
+    A batch the API refused in part is ``delivered`` (or ``retry``, keeping the
+    events still to send in ``keep``) with a ``dead_letter`` for the refused ones.
+    """
 
     batch: Batch
     kind: str
     retry_at_ms: int = 0
     error: str = ""
     dead_letter: str = ""
+    letter_id: str = ""
+    status: int = 0  # the API's last answer (0: none), counted as batches:{status}
+    delivered: int = 0
+    dead: int = 0
+    keep: list[str] | None = None
+    uncounted: bool = False  # an auth pause: this try does not count as an attempt
+
+
+# Bounds (ms) of the delivery latency buckets: each delivered batch counts once in
+# latency_le:{bound}, the first bound at or above the age of its oldest event.
+LATENCY_BOUNDS_MS = (100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
+
+
+def latency_field(latency_ms: int) -> str:
+    """Return the stats field that counts a batch delivered after ``latency_ms``."""
+    if latency_ms < 0:
+        return ""
+    for bound in LATENCY_BOUNDS_MS:
+        if latency_ms <= bound:
+            return f"latency_le:{bound}"
+
+    return "latency_le:+Inf"
 
 
 def _now_ms() -> int:

@@ -3,10 +3,12 @@
 import argparse
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from dotenv import load_dotenv
@@ -104,9 +106,91 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(func=_translate)
 
+    _dead_letters_parser(sub)
     sub.add_parser("fake-memory-api", help="the stand-in Memory API (see its --help)")
 
     return parser
+
+
+def _dead_letters_parser(sub: Any) -> None:
+    """Add ``dead-letters list`` and ``dead-letters replay``."""
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list and replay dead letters",
+        description="Batches the bridge gave up on, kept with their events and the "
+        "API's last answer. Replaying puts the events back in their buffer.",
+    )
+    verbs = dead.add_subparsers(required=True, metavar="ACTION")
+    listing = verbs.add_parser("list", help="one line per dead letter, oldest first")
+    listing.add_argument("--store", help="only this store")
+    listing.add_argument("--reason", help="only this reason (e.g. refused)")
+    listing.add_argument("--limit", type=int, default=100, help="(%(default)s)")
+    listing.add_argument("--json", action="store_true", help="whole letters, JSON")
+    listing.set_defaults(func=_dead_list)
+    replay = verbs.add_parser("replay", help="put dead letters' events back")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("letter", nargs="?", help="one letter's id")
+    which.add_argument("--store", help="every letter of this store")
+    which.add_argument("--all", action="store_true", help="every letter")
+    replay.set_defaults(func=_dead_replay)
+
+
+def _dead_list(args: argparse.Namespace) -> int:
+    """Print the dead letters."""
+    import json
+
+    from app.buffer import connect
+    from jobs import deadletters
+
+    settings = config.load()
+    redis = connect(settings.redis_url, timeout=10.0)
+    found = deadletters.listing(
+        redis, settings, store=args.store, reason=args.reason, limit=args.limit
+    )
+    for one in found:
+        if args.json:
+            print(json.dumps(one))
+            continue
+        when = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(one["dead_at_ms"] / 1000)
+        )
+        print(
+            f"{one['id']} {when} {one['reason']} {one['store']} "
+            f"events={len(one['events'])} attempts={one['attempts']} "
+            f"error={one['error'][:120]!r}"
+        )
+    if not args.json:
+        print(f"{len(found)} dead letters", file=sys.stderr)
+
+    return 0
+
+
+def _dead_replay(args: argparse.Namespace) -> int:
+    """Replay one letter, a store's, or all, showing progress on stderr."""
+    from app.buffer import connect
+    from jobs import deadletters
+
+    settings = config.load()
+    redis = connect(settings.redis_url, timeout=10.0)
+
+    def progress(done: int, total: int) -> None:
+        if total > 1 and (done % 100 == 0 or done == total):
+            print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
+
+    replayed = deadletters.replay(
+        redis,
+        settings,
+        letter_id=args.letter,
+        store=args.store,
+        everything=args.all,
+        progress=progress,
+    )
+    print(f"{replayed} dead letters replayed")
+    if args.letter and not replayed:
+        print(f"no dead letter {args.letter!r} (replayed or expired)", file=sys.stderr)
+        return 1
+
+    return 0
 
 
 def _web(args: argparse.Namespace) -> int:

@@ -61,6 +61,17 @@ class Settings:
     forwarded_allow_ips: str = "127.0.0.1"
     # Twilio's richest callbacks (inbound WhatsApp with ten media) carry under 100.
     max_form_fields: int = 256
+    # Failure handling (README, "Failure handling"). A batch that keeps failing
+    # becomes a dead letter after this many tries or this long, whichever is first;
+    # both are long enough that an hour's outage of the Memory API loses nothing.
+    retry_max_attempts: int = 100
+    retry_max_age_s: float = 24 * 3600.0
+    # Requests per second to the Memory API, shared by every worker (0: no limit).
+    rate_limit_rps: float = 100.0
+    # A phone the Lookup cannot find: "park" as a dead letter, or "create" a profile.
+    unknown_profile: str = "park"
+    # While the API refuses our credentials (401/403), one batch probes this often.
+    auth_probe_s: float = 30.0
 
     @property
     def memory_credentials(self) -> tuple[str, str]:
@@ -143,6 +154,7 @@ class Settings:
             )
         if not 1 <= self.batch_max <= 1000:
             raise ConfigError("BRIDGE_BATCH_MAX must be 1 to 1000 (the API's limit).")
+        self._check_failure_handling()
         for name in ("memory_base_url", "public_base_url"):
             value = getattr(self, name)
             if value and not value.startswith(("http://", "https://")):
@@ -152,6 +164,24 @@ class Settings:
                 )
 
         return self
+
+    def _check_failure_handling(self) -> None:
+        """Raise ConfigError for a retry, rate or unknown-profile setting amiss."""
+        if self.unknown_profile not in ("park", "create"):
+            raise ConfigError(
+                f"BRIDGE_UNKNOWN_PROFILE={self.unknown_profile!r} is not a choice: "
+                "set it to park (dead letters) or create (new profiles)."
+            )
+        if self.retry_max_attempts < 1 or self.retry_max_age_s <= 0:
+            raise ConfigError(
+                "BRIDGE_RETRY_MAX_ATTEMPTS and BRIDGE_RETRY_MAX_AGE_S must be "
+                "positive: they bound how long a failing batch is tried."
+            )
+        if self.rate_limit_rps < 0 or self.auth_probe_s <= 0:
+            raise ConfigError(
+                "BRIDGE_RATE_LIMIT_RPS must be 0 (no limit) or more, and "
+                "BRIDGE_AUTH_PROBE_S more than 0."
+            )
 
 
 _ENV_NAMES = {

@@ -78,6 +78,7 @@ class StandIn:
         self._initial = (latency_ms, max_concurrency)
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
+        self._refusals: list[tuple[str, str, str]] = []
         self.clear()
 
     def __repr__(self) -> str:
@@ -119,8 +120,12 @@ class StandIn:
         count: int = 1,
         retry_after: int | None = None,
         hang: float | None = None,
+        after: int = 0,
     ) -> None:
-        """Queue a fault for the next `count` Events requests: an error or a hang."""
+        """Queue a fault for `count` Events requests: an error or a hang.
+
+        ``after`` lets that many Events requests through untouched first.
+        """
         if (status is None) == (hang is None):
             raise ValueError("script() needs either status=... or hang=..., not both.")
         if status is not None and not 400 <= status <= 599:
@@ -128,7 +133,17 @@ class StandIn:
         if status == 429 and retry_after is None:
             retry_after = 1
         with self._lock:
-            self._faults.append(Fault(status, int(count), retry_after, hang))
+            self._faults.append(
+                Fault(status, int(count), retry_after, hang, int(after))
+            )
+
+    def refuse(self, field: str, value: str, message: str = "") -> None:
+        """Answer 400 to any Events request holding an event whose ``field`` is value.
+
+        The message names the event's index, as the API's validation errors do.
+        """
+        with self._lock:
+            self._refusals.append((field, value, message))
 
     def set_profiles(self, mapping: dict[str, str]) -> None:
         """Make Lookup answer these address -> profile id pairs."""
@@ -148,6 +163,7 @@ class StandIn:
         self.clear()
         with self._lock:
             self._faults.clear()
+            self._refusals.clear()
             self.latency_ms, self.max_concurrency = self._initial
 
     def batches(self) -> list[Batch]:
@@ -301,6 +317,9 @@ class StandIn:
             if not self._faults:
                 return False
             fault = self._faults[0]
+            if fault.after > 0:
+                fault.after -= 1
+                return False
             fault.count -= 1
             if fault.count <= 0:
                 self._faults.popleft()
@@ -316,6 +335,13 @@ class StandIn:
     def _record(self, request: Request, store: str, profile: str, user: str) -> Batch:
         """Validate an Events body and record it as a batch."""
         body = json_body(request, EVENTS_VALIDATOR)
+        with self._lock:
+            refusals = list(self._refusals)
+        for index, event in enumerate(body["events"]):
+            for field, value, message in refusals:
+                if event.get(field) == value:
+                    text = message or f"{field} {value!r} is not accepted."
+                    raise Refusal(error(400, f"events[{index}]: {text}"))
         batch = Batch(store, profile, body, *request.received, user)
         with self._changed:
             self._batches.append(batch)
@@ -362,6 +388,7 @@ class StandIn:
 
         actions: dict[str, Callable[[Any], None]] = {
             "/_standin/script": lambda body: self.script(**body),
+            "/_standin/refuse": lambda body: self.refuse(**body),
             "/_standin/reset": lambda body: self.reset(),
             "/_standin/profiles": self.set_profiles,
             "/_standin/settings": self._settings,

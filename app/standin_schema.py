@@ -131,6 +131,7 @@ class Fault:
     count: int = 1
     retry_after: int | None = None
     hang: float | None = None
+    after: int = 0  # Events requests to let through untouched first
 
 
 @dataclass(frozen=True)

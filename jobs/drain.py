@@ -7,9 +7,8 @@ side by side, and settles all of them in one round trip.
 """
 
 import contextlib
-import json
 import logging
-import random
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +19,23 @@ from app import config
 from app.buffer import STATS_TTL_S, Batch, Buffer, Outcome, connect
 from app.logs import log, mask
 from app.routing import parse_member
+from jobs.delivery import Delivery
 from jobs.memory import MemoryApi, Reply
 from jobs.profiles import Profiles, Resolution
+from jobs.ratelimit import RateLimit
+from jobs.upstream import Upstream
 
 logger = logging.getLogger(__name__)
+
+
+# Set in a work horse when its worker got SIGTERM: the drain finishes its round
+# and claims nothing more, so a Heroku-style restart finds no new batch in flight.
+_stopping = threading.Event()
+
+
+def stop_claiming() -> None:
+    """Make the running drain settle its round and take no new batches."""
+    _stopping.set()
 
 
 def queued_key(prefix: str) -> str:
@@ -36,6 +48,19 @@ def drain() -> dict[str, int]:
     settings = config.load()
 
     return Drainer(settings, connect(settings.redis_url, timeout=10.0)).run()
+
+
+def lease_s(settings: config.Settings) -> float:
+    """How long a claimed batch is ours: a Lookup and a POST, plus a margin.
+
+    Under the shared rate limit a round's requests may also wait their turn: two
+    per batch of the round, at BRIDGE_RATE_LIMIT_RPS.
+    """
+    queueing = 0.0
+    if settings.rate_limit_rps > 0:
+        queueing = 2 * settings.delivery_concurrency / settings.rate_limit_rps
+
+    return 2 * settings.http_timeout_s + 10 + queueing
 
 
 class Drainer:
@@ -53,15 +78,22 @@ class Drainer:
             settings.memory_credentials,
             timeout=settings.http_timeout_s,
             pool=workers,
+            pace=RateLimit(redis, settings.key_prefix, settings.rate_limit_rps),
         )
         self.profiles = Profiles(
-            redis, self.api, settings.key_prefix, settings.profile_cache_ttl_s
+            redis,
+            self.api,
+            settings.key_prefix,
+            settings.profile_cache_ttl_s,
+            create=settings.unknown_profile == "create",
         )
+        self.delivery = Delivery(settings, self.api, self.profiles)
+        self.upstream = Upstream(redis, settings)
 
     @property
     def lease_ms(self) -> int:
-        """How long a claimed batch is ours: a Lookup and a POST, plus a margin."""
-        return int((2 * self.settings.http_timeout_s + 10) * 1000)
+        """How long a claimed batch is ours (see ``lease_s``)."""
+        return int(lease_s(self.settings) * 1000)
 
     def run(self) -> dict[str, int]:
         """Deliver rounds of batches until none is due or time is up."""
@@ -72,11 +104,13 @@ class Drainer:
             self.settings.delivery_concurrency, thread_name_prefix="deliver"
         )
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not _stopping.is_set():
                 batches = self.buffer.claim(
                     max_batches=self.settings.delivery_concurrency,
                     batch_max=self.settings.batch_max,
                     lease_ms=self.lease_ms,
+                    linger_ms=self.settings.linger_ms,
+                    probe_ms=int(self.settings.auth_probe_s * 1000),
                 )
                 if not batches:
                     break
@@ -84,15 +118,29 @@ class Drainer:
                 totals["stale_settles"] += self.buffer.settle(
                     outcomes, self.settings.dead_letter_ttl_s
                 )
+                self._note_upstream(outcomes)
                 totals.update(o.kind for o in outcomes)
-                totals["events"] += sum(
-                    len(o.batch.events) for o in outcomes if o.kind == "delivered"
-                )
+                totals["events"] += sum(o.delivered for o in outcomes)
+                totals["events_dead"] += sum(o.dead for o in outcomes)
         finally:
             self.pool.shutdown(wait=True)
             self._count_drain()
 
         return dict(totals)
+
+    def _note_upstream(self, outcomes: list[Outcome]) -> None:
+        """Record the API's answers per store; wake the stores that resumed."""
+        answers = [
+            (
+                parse_member(o.batch.member)[0],
+                202 if o.delivered else o.status,
+                o.retry_at_ms,
+                o.error,
+            )
+            for o in outcomes
+        ]
+        for store in self.upstream.record(answers):
+            self.upstream.wake(store)
 
     def _count_drain(self) -> None:
         """Count this drain in the minute's counters; never mask a drain's own error."""
@@ -107,13 +155,26 @@ class Drainer:
         """Resolve the batches' profiles, then post them side by side."""
         resolved = self.profiles.resolve([b.member for b in batches], self.pool.map)
         resolutions = [resolved[b.member] for b in batches]
+        # Splitting a refused batch stops in time to settle before the lease ends.
+        deadline = (
+            time.monotonic()
+            + lease_s(self.settings)
+            - (self.settings.http_timeout_s + 5)
+        )
 
-        return list(self.pool.map(self._try_post, batches, resolutions))
+        return list(
+            self.pool.map(
+                self._try_post, batches, resolutions, [deadline] * len(batches)
+            )
+        )
 
-    def _try_post(self, batch: Batch, resolution: Resolution) -> Outcome:
+    def _try_post(
+        self, batch: Batch, resolution: Resolution, deadline: float
+    ) -> Outcome:
         """Post one batch; a failure of our own keeps it for later, never the round."""
+        started = time.perf_counter()
         try:
-            return self._post(batch, resolution)
+            outcome = self.delivery.attempt(batch, resolution, deadline)
         except Exception as error:  # one bad batch must not take the others down
             # WARNING, not ERROR: the batch is kept and tried again.
             logger.warning(
@@ -122,81 +183,26 @@ class Drainer:
                 extra={"fields": {"profile": _shown(batch.member)}},
             )
             reply = Reply(0, f"{type(error).__name__}: {error}")
-            return Outcome(batch, "retry", self._retry_at_ms(batch.attempt, reply))
-
-    def _post(self, batch: Batch, resolution: Resolution) -> Outcome:
-        """Post one batch and decide what becomes of it."""
-        store, kind, _ = parse_member(batch.member)
-        started = time.perf_counter()
-        if resolution.missing:
-            return self._dead(batch, "profile_not_found", "Lookup found no profile")
-        reply = resolution.failure or self.api.post_events(
-            store, resolution.profile, batch.events
-        )
-        outcome = self._settle_as(batch, reply)
-        if reply.status == 404 and kind == "phone":
-            # The cached profile may be gone: look the phone up again next time.
-            self.profiles.forget(batch.member)
+            retry_at = self.delivery.retry_at_ms(batch.attempt, reply)
+            return Outcome(batch, "retry", retry_at, reply.error)
 
         log(
             logger,
             f"batch.{outcome.kind}",
             logging.INFO if outcome.kind == "delivered" else logging.WARNING,
-            store=store,
+            store=parse_member(batch.member)[0],
             profile=resolution.profile or _shown(batch.member),
             events=len(batch.events),
+            delivered=outcome.delivered,
+            dead=outcome.dead or None,
             attempt=batch.attempt,
-            status=reply.status,
+            status=outcome.status,
             error=outcome.error or None,
+            dead_letter=outcome.letter_id or None,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
         return outcome
-
-    def _settle_as(self, batch: Batch, reply: Reply) -> Outcome:
-        """Map the API's answer: 202 is done; anything else is tried again later."""
-        if reply.status == 202:
-            return Outcome(batch, "delivered")
-
-        return Outcome(
-            batch, "retry", self._retry_at_ms(batch.attempt, reply), reply.error
-        )
-
-    def _retry_at_ms(self, attempt: int, reply: Reply) -> int:
-        """Exponential backoff with full jitter, never sooner than Retry-After."""
-        doublings = min(attempt - 1, 32)  # past this the ceiling is retry_max_s
-        ceiling = min(
-            self.settings.retry_max_s, self.settings.retry_base_s * 2**doublings
-        )
-        delay = max(random.uniform(0, ceiling), reply.retry_after)
-
-        return int((time.time() + delay) * 1000)
-
-    def _dead(self, batch: Batch, reason: str, error: str) -> Outcome:
-        """Make a dead letter that keeps the events, the reason and the error."""
-        store = parse_member(batch.member)[0]
-        letter = json.dumps(
-            {
-                "reason": reason,
-                "error": error,
-                "store": store,
-                "member": batch.member,
-                "attempts": batch.attempt,
-                "dead_at_ms": int(time.time() * 1000),
-                "events": [json.loads(e) for e in batch.events],
-            }
-        )
-        log(
-            logger,
-            "batch.dead",
-            logging.WARNING,
-            store=store,
-            profile=_shown(batch.member),
-            events=len(batch.events),
-            reason=reason,
-        )
-
-        return Outcome(batch, "dead", error=error, dead_letter=letter)
 
 
 def _shown(member: str) -> str:

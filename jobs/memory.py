@@ -8,6 +8,7 @@ import base64
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -39,10 +40,17 @@ class MemoryApi:
     """A client of one Memory API base URL with one set of credentials."""
 
     def __init__(
-        self, base_url: str, credentials: tuple[str, str], *, timeout: float, pool: int
+        self,
+        base_url: str,
+        credentials: tuple[str, str],
+        *,
+        timeout: float,
+        pool: int,
+        pace: Callable[[], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.pace = pace  # called before every request: the shared rate limit
         token = base64.b64encode(":".join(credentials).encode()).decode()
         self._headers = {
             "Authorization": f"Basic {token}",
@@ -79,12 +87,31 @@ class MemoryApi:
 
         return reply, [str(p) for p in found if isinstance(p, str) and p]
 
+    def create_profile(self, store: str, phone: str) -> tuple[Reply, str]:
+        """Create a profile with the phone as its identifier; return its id."""
+        # The API description's out-of-the-box "Contacts" trait group holds the
+        # identity traits that are promoted to identifiers, the phone among them.
+        body = json.dumps({"traits": {"Contacts": {"phone": phone}}}).encode()
+        reply = self._request(f"/v1/Stores/{quote(store)}/Profiles", body)
+        if reply.status not in (200, 201, 202):
+            return reply, ""
+        try:
+            created: Any = json.loads(reply.body).get("id", "")
+        except (ValueError, AttributeError):
+            created = ""
+        if not isinstance(created, str) or not created:
+            return Reply(502, f"Create answered with no profile id: {reply.body}"), ""
+
+        return reply, created
+
     def _request(self, path: str, body: bytes) -> Reply:
         """POST ``body``; map every answer, and every failure to get one, to a Reply.
 
         The whole answer must arrive within the timeout: urllib3's read timeout is
         per read, so a server that drips its body would otherwise hold a thread.
         """
+        if self.pace is not None:
+            self.pace()
         deadline = time.monotonic() + self.timeout
         try:
             response = self._http.request(

@@ -27,11 +27,19 @@ class Resolution:
 class Profiles:
     """Profile ids by member, from the member itself, the cache, or a Lookup."""
 
-    def __init__(self, redis: Redis, api: MemoryApi, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        api: MemoryApi,
+        prefix: str,
+        ttl_s: int,
+        create: bool = False,
+    ) -> None:
         self.redis = redis
         self.api = api
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.create = create  # BRIDGE_UNKNOWN_PROFILE=create: make missing profiles
 
     def resolve(
         self, members: Iterable[str], run: Callable[..., Iterable[Resolution]]
@@ -63,15 +71,27 @@ class Profiles:
         """Drop a cached profile id, so that the next batch looks it up again."""
         self.redis.delete(self._key(member))
 
+    def again(self, member: str) -> Resolution:
+        """Forget the cached id and look the phone up once more (after a 404)."""
+        self.forget(member)
+        resolution = self._lookup(member)
+        if resolution.profile:
+            self._remember({member: resolution.profile})
+
+        return resolution
+
     def _lookup(self, member: str) -> Resolution:
         store, _, phone = parse_member(member)
         reply, profiles = self.api.lookup_phone(store, phone)
         if reply.status != 200:
             return Resolution(failure=reply)
-        if not profiles:
+        if profiles:
+            return Resolution(profiles[0])
+        if not self.create:
             return Resolution(missing=True)
+        reply, created = self.api.create_profile(store, phone)
 
-        return Resolution(profiles[0])
+        return Resolution(created) if created else Resolution(failure=reply)
 
     def _remember(self, profiles: dict[str, str]) -> None:
         if profiles:

@@ -22,7 +22,7 @@ from rq.worker import HerokuWorker
 from app import config, logs
 from app.buffer import Buffer, connect
 from app.errors import ConfigError
-from jobs.drain import drain, queued_key
+from jobs.drain import drain, queued_key, stop_claiming
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,32 @@ class BridgeWorker(HerokuWorker):
 
         return None
 
+    def request_stop_sigrtmin(self, signum: Any, frame: Any) -> None:
+        """In the work horse, on the worker's SIGTERM: stop claiming, then as RQ does.
+
+        The drain settles the round it is posting (at most the HTTP timeout) and
+        returns; RQ's ShutDownImminentException comes only after
+        ``imminent_shutdown_delay``. Batches still in flight when a SIGKILL
+        follows are taken again when their lease runs out.
+        """
+        stop_claiming()
+        super().request_stop_sigrtmin(signum, frame)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """Log a failed drain as one WARNING line, not RQ's multi-line ERROR.
+
+        A failed drain loses nothing: its batches stay leased in Redis and the
+        next drain takes them, so this is not an error anyone must act on.
+        """
+        kind, value = exc_info[0], exc_info[1]
+        logs.log(
+            logger,
+            "drain.failed",
+            logging.WARNING,
+            job=job.id,
+            error=f"{getattr(kind, '__name__', kind)}: {value}"[:500],
+        )
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run a job; if Redis goes away meanwhile, let its horse end, then go on."""
         try:
@@ -151,7 +177,9 @@ def run() -> None:
         worker = _worker(settings, redis)
         started = time.monotonic()
         try:
-            worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+            # No RQ scheduler: the bridge schedules no jobs (the Pump queues
+            # drains), and RQ's scheduler child outlives a SIGKILLed worker.
+            worker.work(with_scheduler=False, logging_level=settings.log_level.upper())
         except RedisError as error:
             logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
         if worker.stopping:

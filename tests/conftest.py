@@ -64,6 +64,7 @@ def settings(redis_server: EmbeddedRedis, standin: StandIn) -> dict[str, Any]:
         "linger_ms": 0,
         "retry_base_s": 0.05,
         "retry_max_s": 0.2,
+        "rate_limit_rps": 0,  # no shared rate limit unless a test sets one
     }
 
 

@@ -88,16 +88,75 @@ def test_stale_settle_changes_nothing(buffer, redis):
 
 
 def test_dead_letter_keeps_the_events(buffer, redis):
-    """A dead letter is stored with a TTL and the batch leaves flight."""
+    """A dead letter is stored under its id with a TTL, indexed, and leaves flight."""
     admit(buffer, 1)
     [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
     letter = json.dumps({"events": [json.loads(e) for e in batch.events]})
-    buffer.settle(
-        [Outcome(batch, "dead", error="x", dead_letter=letter)], dead_ttl_s=60
-    )
-    assert json.loads(redis.lindex("mb:dead", 0))["events"] == [{"n": 0}]
+    outcome = Outcome(batch, "dead", error="x", dead_letter=letter, letter_id="L1")
+    buffer.settle([outcome], dead_ttl_s=60)
+    assert json.loads(redis.get("mb:dead:L1"))["events"] == [{"n": 0}]
+    assert redis.zrange("mb:dead", 0, -1) == [b"L1"]
+    assert 0 < redis.ttl("mb:dead:L1") <= 60
     assert 0 < redis.ttl("mb:dead") <= 60
     assert redis.zcard("mb:leases") == 0
+
+
+def test_retry_can_keep_only_the_unsent_events(buffer, redis):
+    """A retry that names the events to keep replaces the batch with just those."""
+    admit(buffer, 4)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    keep = batch.events[2:]
+    buffer.settle(
+        [Outcome(batch, "retry", retry_at_ms=0, delivered=2, keep=keep)],
+        dead_ttl_s=60,
+    )
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert [json.loads(e)["n"] for e in again.events] == [2, 3]
+
+
+def test_an_uncounted_retry_does_not_use_up_attempts(buffer):
+    """A try during an auth pause is not counted: the next claim is attempt 1 again."""
+    admit(buffer, 1)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    buffer.settle(
+        [Outcome(batch, "retry", retry_at_ms=0, uncounted=True)], dead_ttl_s=60
+    )
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert again.attempt == 1
+
+
+def test_settle_counts_batches_by_status_and_latency(buffer, redis):
+    """Stats count batches:{status} and one latency bucket per delivered batch."""
+    admit(buffer, 2)
+    [batch] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    buffer.settle([Outcome(batch, "retry", status=503)], dead_ttl_s=60)
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    buffer.settle([Outcome(again, "delivered", status=202, delivered=2)], 60)
+    stats = {}
+    for key in redis.keys("mb:stats:*"):
+        for field, value in redis.hgetall(key).items():
+            stats[field.decode()] = stats.get(field.decode(), 0) + int(value)
+    assert stats["batches:503"] == 1 and stats["batches:202"] == 1
+    assert stats["events_delivered"] == 2
+    assert stats["latency_count"] == 1
+    buckets = {k: v for k, v in stats.items() if k.startswith("latency_le:")}
+    assert sum(buckets.values()) == 1
+
+
+def test_a_paused_store_waits_but_lets_one_probe_through(buffer, redis):
+    """While a store is paused its batches wait; at probe time exactly one goes."""
+    store = MEMBER.split("/")[0]
+    admit(buffer, 1)
+    admit(buffer, 1, member=f"{store}/phone:+15005550007", start=1)
+    redis.hset(f"mb:upstream:{store}", mapping={"state": "paused", "until_ms": 0})
+    [probe] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000) == []
+    assert (
+        redis.llen(f"mb:buf:{store}/phone:+15005550007")
+        + redis.llen(f"mb:buf:{MEMBER}")
+        == 1
+    )  # the other one is still buffered
+    assert probe.member in (MEMBER, f"{store}/phone:+15005550007")
 
 
 def test_drained_buffer_leaves_no_keys_but_counters(buffer, redis):

@@ -71,3 +71,17 @@ def test_readme_documents_every_setting():
     rows = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
     for field in dataclasses.fields(config.Settings):
         assert config.env_name(field.name) in rows, field.name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("BRIDGE_UNKNOWN_PROFILE", "delete", "BRIDGE_UNKNOWN_PROFILE"),
+        ("BRIDGE_RETRY_MAX_ATTEMPTS", "0", "BRIDGE_RETRY_MAX_ATTEMPTS"),
+        ("BRIDGE_RATE_LIMIT_RPS", "-1", "BRIDGE_RATE_LIMIT_RPS"),
+    ],
+)
+def test_failure_handling_settings_are_checked(variable, value, named):
+    """A failure-handling setting out of range stops start-up, naming it."""
+    with pytest.raises(ConfigError, match=named):
+        config.load(environ={**VALID, variable: value}).check()

@@ -1,0 +1,188 @@
+"""Dead letters: batches (or the events of one) the bridge gave up on, kept to replay.
+
+``{p}:dead:{id}`` holds one letter as JSON, ``{p}:dead`` indexes the ids by when
+they died; both expire after BRIDGE_DEAD_LETTER_TTL_S. A letter keeps its events,
+the member they were buffered under, why it died (``reason``), the API's last
+answer (``status``, ``error``) and how many tries it had (``attempts``).
+
+Reasons: ``retries_exhausted`` (429/5xx/no answer past BRIDGE_RETRY_MAX_ATTEMPTS
+or BRIDGE_RETRY_MAX_AGE_S), ``refused`` (the API answered 400 to these events),
+``profile_gone`` (404 for the profile, and again after a fresh Lookup), and
+``profile_not_found`` (the Lookup found no profile and BRIDGE_UNKNOWN_PROFILE is
+``park``): parked events, a kind of their own.
+
+Replaying puts a letter's events back at the head of their member's buffer and
+marks it due, in one script; the drain then takes them like any others.
+The status page and ``memory-bridge dead-letters`` use ``summary``, ``listing``
+and ``replay``.
+"""
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from redis import Redis
+
+from app import config
+from app.buffer import Batch, text
+from app.routing import parse_member
+
+REASONS = ("retries_exhausted", "refused", "profile_gone", "profile_not_found")
+
+# KEYS: index, letter, due, buffer. ARGV: id, now_ms, member, then the events.
+# Returns how many events went back, or -1 if the letter was gone (replayed or
+# expired): a letter is replayed at most once.
+_REPLAY = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return -1
+end
+for i = #ARGV, 4, -1 do redis.call('LPUSH', KEYS[4], ARGV[i]) end
+redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return #ARGV - 3
+"""
+
+
+def letter(
+    batch: Batch,
+    events: list[str],
+    *,
+    reason: str,
+    error: str,
+    status: int,
+    errors: list[str] | None = None,
+) -> tuple[str, str]:
+    """Return a new dead letter's id and JSON, for ``events`` of ``batch``."""
+    now_ms = int(time.time() * 1000)
+    letter_id = f"{now_ms}-{uuid.uuid4().hex[:12]}"
+    body = {
+        "id": letter_id,
+        "reason": reason,
+        "error": error,
+        "status": status,
+        "store": parse_member(batch.member)[0],
+        "member": batch.member,
+        "attempts": batch.attempt,
+        "first_ms": batch.first_ms,
+        "dead_at_ms": now_ms,
+        "events": [json.loads(e) for e in events],
+        "errors": errors or [error] * len(events),  # the API's message per event
+    }
+
+    return letter_id, json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def summary(redis: Redis, settings: config.Settings) -> dict[str, Any]:
+    """Return how many letters and events are dead, by reason and by store."""
+    letters = events = 0
+    by_reason: Counter[str] = Counter()
+    by_store: Counter[str] = Counter()
+    oldest = 0.0
+    for found in _letters(redis, settings.key_prefix):
+        letters += 1
+        events += len(found["events"])
+        by_reason[found["reason"]] += len(found["events"])
+        by_store[found["store"]] += len(found["events"])
+        oldest = min(oldest or found["dead_at_ms"], found["dead_at_ms"])
+
+    return {
+        "letters": letters,
+        "events": events,
+        "events_by_reason": dict(by_reason),
+        "events_by_store": dict(by_store),
+        "oldest": oldest / 1000,
+    }
+
+
+def listing(
+    redis: Redis,
+    settings: config.Settings,
+    *,
+    store: str | None = None,
+    reason: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Return up to ``limit`` letters, oldest first, with their events."""
+    found = []
+    for one in _letters(redis, settings.key_prefix):
+        if (store and one["store"] != store) or (reason and one["reason"] != reason):
+            continue
+        found.append(one)
+        if len(found) >= limit:
+            break
+
+    return found
+
+
+def replay(
+    redis: Redis,
+    settings: config.Settings,
+    *,
+    letter_id: str | None = None,
+    store: str | None = None,
+    everything: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Put letters' events back into their buffers; return how many letters.
+
+    Choose one: ``letter_id``, every letter of ``store``, or ``everything``.
+    ``progress(done, total)`` is called after each letter.
+    """
+    if sum((bool(letter_id), bool(store), everything)) != 1:
+        raise ValueError("replay() takes one of letter_id=, store= or everything=.")
+    prefix = settings.key_prefix
+    if letter_id:
+        ids = [letter_id]
+    else:
+        ids = [
+            one["id"]
+            for one in _letters(redis, prefix)
+            if everything or one["store"] == store
+        ]
+    script = redis.register_script(_REPLAY)
+    replayed = 0
+    for done, one_id in enumerate(ids, 1):
+        replayed += _replay_one(redis, script, prefix, one_id)
+        if progress is not None:
+            progress(done, len(ids))
+
+    return replayed
+
+
+def _replay_one(redis: Redis, script: Any, prefix: str, letter_id: str) -> int:
+    """Replay one letter; return 1, or 0 if it was gone."""
+    raw = redis.get(f"{prefix}:dead:{letter_id}")
+    if raw is None:
+        return 0
+    found = json.loads(raw)
+    member = found["member"]
+    events = [
+        json.dumps(e, separators=(",", ":"), ensure_ascii=False)
+        for e in found["events"]
+    ]
+    keys = [f"{prefix}:dead", f"{prefix}:dead:{letter_id}", f"{prefix}:due"]
+    keys.append(f"{prefix}:buf:{member}")
+    now_ms = int(time.time() * 1000)
+    back = script(keys=keys, args=[letter_id, now_ms, member, *events])
+
+    return 1 if int(back) >= 0 else 0
+
+
+def _letters(redis: Redis, prefix: str, chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """Yield every letter that has not expired, oldest first."""
+    index = f"{prefix}:dead"
+    ids = [text(i) for i in redis.zrange(index, 0, -1)]
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        raws = redis.mget([f"{index}:{i}" for i in part])
+        gone = [i for i, raw in zip(part, raws, strict=True) if raw is None]
+        if gone:
+            redis.zrem(index, *gone)
+        for raw in raws:
+            if raw is not None:
+                yield json.loads(raw)
