@@ -46,6 +46,10 @@ class Settings:
     queue_name: str = "memory-bridge"
     log_format: str = "text"
     log_level: str = "INFO"
+    # The operator pages (/status, /rq, /metrics): off unless credentials are set.
+    dashboard_username: str = ""
+    dashboard_password: str = ""
+    dashboard_token: str = ""
 
     @property
     def memory_credentials(self) -> tuple[str, str]:
@@ -58,7 +62,12 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Return the values that must never reach a log line."""
-        values = (self.twilio_auth_token, self.twilio_api_key_secret)
+        values = (
+            self.twilio_auth_token,
+            self.twilio_api_key_secret,
+            self.dashboard_password,
+            self.dashboard_token,
+        )
         return tuple(v for v in values if v)
 
     def check(self) -> "Settings":
@@ -76,6 +85,11 @@ class Settings:
             )
         if not 1 <= self.batch_max <= 1000:
             raise ConfigError("BRIDGE_BATCH_MAX must be 1 to 1000 (the API's limit).")
+        if bool(self.dashboard_username) != bool(self.dashboard_password):
+            raise ConfigError(
+                "DASHBOARD_USERNAME and DASHBOARD_PASSWORD go together: set both "
+                "(or neither, and DASHBOARD_TOKEN alone)."
+            )
         for name in ("memory_base_url", "public_base_url"):
             value = getattr(self, name)
             if value and not value.startswith(("http://", "https://")):
@@ -98,6 +112,9 @@ _ENV_NAMES = {
     "memory_store_id": "MEMORY_STORE_ID",
     "log_format": "LOG_FORMAT",
     "log_level": "LOG_LEVEL",
+    "dashboard_username": "DASHBOARD_USERNAME",
+    "dashboard_password": "DASHBOARD_PASSWORD",
+    "dashboard_token": "DASHBOARD_TOKEN",
 }
 
 
