@@ -27,6 +27,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.utils import floatToGoString
 from redis import RedisError
 
 from app import status
@@ -172,7 +173,7 @@ def _latency(counts: dict[str, float]) -> Metric:
     cumulative, running = [], 0.0
     for bound, value in buckets:
         running += value
-        cumulative.append((_bound(bound), running))
+        cumulative.append((floatToGoString(bound), running))
     cumulative.append(("+Inf", counts.get("latency_count", running)))
 
     return HistogramMetricFamily(
@@ -181,10 +182,6 @@ def _latency(counts: dict[str, float]) -> Metric:
         buckets=cumulative,
         sum_value=counts.get("latency_sum_s", 0.0),
     )
-
-
-def _bound(value: float) -> str:
-    return str(int(value)) if value.is_integer() else str(value)
 
 
 class _Collector:

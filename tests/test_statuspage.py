@@ -63,9 +63,13 @@ def test_start_up_says_the_pages_are_off(settings, redis, capsys):
 @pytest.mark.parametrize("path", ["/status", "/metrics", "/rq/"])
 def test_pages_need_the_credentials(ops, path):
     """Wrong or missing credentials get 401 with a Basic challenge; right ones 200."""
-    for headers in ({}, basic(password="wrong"), basic(user="other"),
-                    {"Authorization": "Bearer nope"},
-                    {"Authorization": "Basic !!notbase64"}):
+    for headers in (
+        {},
+        basic(password="wrong"),
+        basic(user="other"),
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic !!notbase64"},
+    ):
         response = ops.get(path, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["WWW-Authenticate"].startswith("Basic")
@@ -84,23 +88,37 @@ def test_username_without_password_stops_start_up(settings, redis):
 
 def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
     """Two buffered profiles, one batch in flight, one dead letter: all counted."""
-    assert post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code == 204
+    assert (
+        post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code
+        == 204
+    )
     other = message("SM" + "2" * 32, "sent", to="+15005550007")
     assert post(ops, "/twilio/messaging", other).status_code == 204
-    assert post(ops, "/twilio/messaging", message("SM" + "1" * 32, "delivered")).status_code == 204
+    assert (
+        post(
+            ops, "/twilio/messaging", message("SM" + "1" * 32, "delivered")
+        ).status_code
+        == 204
+    )
     now = int(time.time() * 1000)
     redis.rpush(f"mb:inflight:{STORE}/id:x", "{}", "{}", "{}")
-    redis.hset(f"mb:batch:{STORE}/id:x", mapping={"first_ms": now - 30_000,
-                                                   "attempts": 2,
-                                                   "retry_at_ms": now + 60_000})
+    redis.hset(
+        f"mb:batch:{STORE}/id:x",
+        mapping={"first_ms": now - 30_000, "attempts": 2, "retry_at_ms": now + 60_000},
+    )
     redis.zadd("mb:leases", {f"{STORE}/id:x": now + 60_000})
     dead_letter(redis)
 
     bridge = ops.application.extensions["memory_bridge"]
     s = status.snapshot(bridge, now_ms=now)
 
-    assert s["buffer"] == {"events": 3, "profiles": 2, "due_profiles": 2,
-                           "due_now": 2, "parked_events": 0}
+    assert s["buffer"] == {
+        "events": 3,
+        "profiles": 2,
+        "due_profiles": 2,
+        "due_now": 2,
+        "parked_events": 0,
+    }
     assert s["in_flight"] == {"batches": 1, "events": 3, "retrying": 1}
     assert 29 <= s["oldest_waiting"]["age_s"] <= 31
     assert s["dead_letters"]["count"] == 1
@@ -113,7 +131,10 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
 
 def test_status_json_and_html_show_the_same_numbers(ops, redis):
     """/status?format=json is the snapshot; the HTML shows its counts and buttons."""
-    assert post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code == 204
+    assert (
+        post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code
+        == 204
+    )
     letter = dead_letter(redis)
     data = ops.get("/status?format=json", headers=basic()).get_json()
     assert data["buffer"]["events"] == 1
@@ -122,8 +143,10 @@ def test_status_json_and_html_show_the_same_numbers(ops, redis):
     assert also.get_json()["buffer"]["events"] == 1
 
     html = ops.get("/status", headers=basic()).get_data(as_text=True)
-    assert ">1<" in html.split('id="buffered"')[1].split("</div>")[0].replace("<b>", ">")
-    assert f'/status/dead-letters/{status.letter_id(letter)}/replay' in html
+    assert ">1<" in html.split('id="buffered"')[1].split("</div>")[0].replace(
+        "<b>", ">"
+    )
+    assert f"/status/dead-letters/{status.letter_id(letter)}/replay" in html
     assert CUSTOMER not in html
 
 
