@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit
 from dotenv import load_dotenv
 from twilio.request_validator import RequestValidator
 
-from app import config
+from app import config, simulate, twilio_setup
 from app.errors import ConfigError
 from app.localmode import LOCAL_ACCOUNT_SID
 
@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=_sample)
 
     sub.add_parser("fake-memory-api", help="the stand-in Memory API (see its --help)")
+    simulate.add_parser(sub)
+    twilio_setup.add_parser(sub)
 
     return parser
 

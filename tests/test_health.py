@@ -42,7 +42,7 @@ def test_ready_with_a_live_worker_of_our_queue(client, redis):
 
 
 def test_not_ready_when_redis_is_unreachable(settings, redis):
-    """With Redis away, /readyz is 503 quickly; /healthz still says the process is up."""
+    """With Redis away, /readyz is 503; /healthz still says the process is up."""
     app = create_app({**settings, "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     client = app.test_client()
     answer = client.get("/readyz")
