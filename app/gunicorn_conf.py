@@ -12,6 +12,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 10
 graceful_timeout = 8
 keepalive = 5
+# The workers' heartbeat files: on tmpfs where there is one (containers), so a
+# slow disk cannot make the arbiter think a worker hangs.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Which peers may set X-Forwarded-Proto and friends (a comma list of IPs or "*").
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # The app writes one line per request itself; gunicorn's access log would repeat it.
