@@ -28,10 +28,11 @@ RATE_MINUTES = 15
 INFLIGHT_SAMPLE = 1000
 DEAD_LETTERS_SHOWN = 50
 
+# ZADD LT: due now, even when the member already waits out its linger.
 _REPLAY = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
 redis.call('RPUSH', KEYS[3], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[3])
 return #ARGV - 3
 """
 

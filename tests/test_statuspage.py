@@ -167,6 +167,15 @@ def test_replay_puts_the_events_back_once(ops, redis):
     assert "replayed already" in again.get_json()["message"]
 
 
+def test_replay_makes_a_lingering_profile_due_now(ops, redis):
+    """A replay into a buffer that waits out its linger makes that profile due now."""
+    redis.zadd("mb:due", {MEMBER: time.time() * 1000 + 600_000})
+    letter = dead_letter(redis)
+    path = f"/status/dead-letters/{status.letter_id(letter)}/replay"
+    assert ops.post(path, headers=basic()).status_code == 303
+    assert redis.zscore("mb:due", MEMBER) <= time.time() * 1000
+
+
 def test_replay_from_the_page_redirects_back(ops, redis):
     """A browser's replay (same origin) is answered 303 back to the status page."""
     letter = dead_letter(redis)
