@@ -118,6 +118,7 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
         "due_profiles": 2,
         "due_now": 2,
         "parked_events": 0,
+        "complete": True,
     }
     assert s["in_flight"] == {"batches": 1, "events": 3, "retrying": 1}
     assert 29 <= s["oldest_waiting"]["age_s"] <= 31
@@ -127,6 +128,22 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
     assert shown["events"] == 2 and shown["reason"] == "profile_not_found"
     assert s["rates"]["minutes"][0]["events_admitted"] == 3
     assert s["upstream"]["state"] == "unknown"
+
+
+def test_buffer_count_stops_at_its_cap(ops, redis, monkeypatch):
+    """Past BUFFER_SCAN_MAX buffers the count says it is a lower bound."""
+    for n in range(5):
+        redis.rpush(f"mb:buf:{STORE}/id:x{n}", "{}", "{}")
+    monkeypatch.setattr(status, "BUFFER_SCAN_MAX", 3)
+    bridge = ops.application.extensions["memory_bridge"]
+    counted = status.snapshot(bridge)["buffer"]
+    assert (counted["profiles"], counted["events"], counted["complete"]) == (
+        3,
+        6,
+        False,
+    )
+    html = ops.get("/status", headers=basic()).get_data(as_text=True)
+    assert "≥ 6" in html
 
 
 def test_status_json_and_html_show_the_same_numbers(ops, redis):
