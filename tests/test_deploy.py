@@ -202,3 +202,47 @@ def test_app_json_creates_both_processes_redis_and_documented_settings():
     for name in manifest["env"]:
         assert f"| `{name}` |" in readme, f"{name} is not in the README's table"
     assert manifest["env"]["DASHBOARD_USERNAME"]["value"]  # with the generated password
+
+
+@pytest.mark.e2e
+def test_idle_worker_exits_promptly_on_sigterm_every_time(settings, redis, tmp_path):
+    """An idle worker ends within 10 s of SIGTERM, at whatever moment it comes.
+
+    It used to wait out RQ's 60 s listener sleep now and then, past Heroku's 30 s.
+    """
+    env = environment(settings, free_port())
+    for n in range(5):
+        before = set(redis.keys("rq:worker:*"))
+        worker = spawn(procfile()["worker"], env, tmp_path / f"worker{n}.log")
+        heartbeat = wait_until(
+            lambda: set(redis.keys("rq:worker:*")) - before,  # noqa: B023
+            timeout=30,
+        )
+        assert heartbeat, (tmp_path / f"worker{n}.log").read_text()[-2000:]
+        time.sleep(0.3 * n)  # a different moment of the worker's wait each time
+        started = time.monotonic()
+        assert stop(worker, timeout=10) == 0, f"round {n}"
+        assert time.monotonic() - started < 10
+
+
+def test_worker_listener_stops_within_a_second_after_unsubscribing(redis):
+    """RQ's shutdown order (unsubscribe, then stop the listener) ends in a second.
+
+    Once unsubscribed, the listener sleeps its whole wait before it sees the stop;
+    RQ's 60 s wait is what made SIGTERM slow now and then.
+    """
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from jobs.worker import BridgeWorker
+
+    queue = Queue("memory-bridge", connection=redis, serializer=JSONSerializer)
+    worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    time.sleep(0.5)  # the listener is now waiting to be subscribed again
+    started = time.monotonic()
+    worker.pubsub_thread.stop(timeout=5)
+    assert not worker.pubsub_thread.is_alive()
+    assert time.monotonic() - started < 2.5
+    worker.pubsub.close()
