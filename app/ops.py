@@ -4,9 +4,14 @@ One call from ``create_app`` wires them all, after the callback endpoints (the
 metrics count callbacks by the endpoints registered).
 """
 
-from flask import Flask
+import logging
 
-from app import access, config, dashboard, health, metrics, statuspage
+from flask import Flask, Response, jsonify, request
+from redis import RedisError
+
+from app import access, config, dashboard, health, logs, metrics, statuspage
+
+logger = logging.getLogger(__name__)
 
 
 def init_app(app: Flask, settings: config.Settings) -> None:
@@ -16,3 +21,21 @@ def init_app(app: Flask, settings: config.Settings) -> None:
     metrics.init_app(app)
     dashboard.init_app(app, settings)
     access.init_app(app)
+    app.register_error_handler(RedisError, _redis_away)
+
+
+def _redis_away(error: RedisError) -> tuple[Response, int]:
+    """Answer 503 when Redis fails under an operator page (callbacks map their own)."""
+    logs.log(
+        logger,
+        "operator.redis_unavailable",
+        logging.WARNING,
+        path=request.path,
+        error=str(error),
+    )
+    body = jsonify(
+        error="redis_unavailable",
+        message="Redis did not answer: the numbers cannot be read; try again.",
+    )
+
+    return body, 503

@@ -257,3 +257,26 @@ def test_rq_dashboard_lists_jobs_and_workers_with_rq_3(ops, redis):
             assert ops.get(page, headers=basic()).status_code == 200, page
     finally:
         worker.register_death()
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics"])
+def test_pages_answer_503_when_redis_is_away(settings, redis, path):
+    """With Redis unreachable the operator pages say so with a 503, not a 500."""
+    from app.embedded import free_port
+
+    app = create_app(
+        {
+            **settings,
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "dashboard_token": TOKEN,
+        }
+    )
+    answer = app.test_client().get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "redis_unavailable"
+
+
+def test_rq_dashboard_clients_time_out(ops):
+    """rq-dashboard's Redis client gives up after 5 s instead of hanging a thread."""
+    kwargs = ops.application.redis_conn.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 5 and kwargs["socket_connect_timeout"] == 5
