@@ -22,6 +22,21 @@ def init_app(app: Flask, settings: config.Settings) -> None:
     dashboard.init_app(app, settings)
     access.init_app(app)
     app.register_error_handler(RedisError, _redis_away)
+    app.after_request(_log_request)
+
+
+def _log_request(response: Response) -> Response:
+    """Write one line per operator page served (callbacks write their own)."""
+    if request.blueprint in access.PROTECTED and response.status_code < 400:
+        logs.log(
+            logger,
+            "operator.request",
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+        )
+
+    return response
 
 
 def _redis_away(error: RedisError) -> tuple[Response, int]:

@@ -280,3 +280,12 @@ def test_rq_dashboard_clients_time_out(ops):
     """rq-dashboard's Redis client gives up after 5 s instead of hanging a thread."""
     kwargs = ops.application.redis_conn.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 5 and kwargs["socket_connect_timeout"] == 5
+
+
+def test_each_page_served_is_one_log_line(ops, caplog):
+    """A signed-in /status request writes one operator.request line, no secrets."""
+    caplog.set_level("INFO")
+    assert ops.get("/status", headers=basic()).status_code == 200
+    lines = [r for r in caplog.records if r.getMessage().startswith("operator.")]
+    assert [r.getMessage() for r in lines] == ["operator.request"]
+    assert lines[0].fields == {"method": "GET", "path": "/status", "status": 200}
