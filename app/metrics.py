@@ -53,7 +53,9 @@ ANSWERS = {
 }
 
 # KEYS: totals, folded-through marker. ARGV: prefix, through minute, first minute
-# to look at when nothing was folded yet, ttl. Adds each settled minute once.
+# to look at when nothing was folded yet, ttl, current minute. Adds each settled
+# minute once, then returns the totals and each later minute's counters, read in
+# the same step so that no concurrent fold can count a minute twice.
 _FOLD = """
 local p, through = ARGV[1], tonumber(ARGV[2])
 local last = tonumber(redis.call('GET', KEYS[2]) or ARGV[3])
@@ -66,7 +68,11 @@ end
 if through > last then redis.call('SET', KEYS[2], through) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-return through
+local out = {redis.call('HGETALL', KEYS[1])}
+for m = math.max(last, through) + 1, tonumber(ARGV[5]) do
+  out[#out + 1] = redis.call('HGETALL', p .. ':stats:' .. m)
+end
+return out
 """
 
 
@@ -77,15 +83,12 @@ def totals(bridge: "Bridge", now_ms: int | None = None) -> dict[str, float]:
     through = minute - SETTLED_MINUTES
     keys = [f"{buffer.prefix}:totals", f"{buffer.prefix}:totals:through"]
     first = through - STATS_TTL_S // 60
-    buffer.redis.eval(_FOLD, 2, *keys, buffer.prefix, through, first, TOTALS_TTL_S)
+    args = [buffer.prefix, through, first, TOTALS_TTL_S, minute]
+    hashes = buffer.redis.eval(_FOLD, 2, *keys, *args)
 
-    pipe = buffer.redis.pipeline(transaction=False)
-    pipe.hgetall(keys[0])
-    for m in range(through + 1, minute + 1):
-        pipe.hgetall(buffer.stats_key(m * 60000))
     summed: dict[str, float] = {}
-    for raw in pipe.execute():
-        for name, value in raw.items():
+    for flat in hashes:
+        for name, value in zip(flat[0::2], flat[1::2], strict=True):
             summed[text(name)] = summed.get(text(name), 0.0) + float(value)
 
     return summed
