@@ -121,6 +121,18 @@ def test_totals_fold_old_minutes_once_and_never_go_down(ops, redis):
     assert redis.ttl("mb:totals") > 0 and redis.ttl("mb:totals:through") > 0
 
 
+def test_a_process_behind_another_does_not_count_folded_minutes_twice(ops, redis):
+    """After a fold by a clock ahead, a scrape behind it counts no minute twice."""
+    bridge = ops.application.extensions["memory_bridge"]
+    now_ms = int(time.time() * 1000)
+    minute = now_ms // 60000
+    for back, n in ((2, 5), (1, 7), (0, 11)):
+        redis.hset(f"mb:stats:{minute - back}", "events_admitted", n)
+    ahead = metrics.totals(bridge, now_ms + 5 * 60_000)
+    behind = metrics.totals(bridge, now_ms)
+    assert ahead["events_admitted"] == behind["events_admitted"] == 23
+
+
 def test_batches_and_latency_come_from_the_worker_fields(ops, redis):
     """batches:{outcome}:{status} and latency_bucket:{le} become labelled series."""
     key = f"mb:stats:{int(time.time() * 1000) // 60000}"
