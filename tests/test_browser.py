@@ -93,8 +93,9 @@ def test_status_page_shows_the_state_and_replays_a_dead_letter(
     [batch] = {b.profile: b for b in standin.wait_for_events(2, timeout=30)}.values()
     page.reload()
     assert page.inner_text("#buffered b") == "2"
-    this_minute = page.locator("#minutes tr").nth(1).locator("td")
-    assert this_minute.nth(4).inner_text() == "2"  # events delivered
+    rows = page.locator("#minutes tr").all()[1:]
+    delivered = [int(row.locator("td").nth(4).inner_text()) for row in rows]
+    assert sum(delivered) == 2  # in this minute's row, or the last one's
 
 
 def test_rq_dashboard_renders_in_the_browser(start_bridge, redis, browser):
