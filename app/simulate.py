@@ -168,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
             pool.submit(sim.communication, s, customers[n % len(customers)], account)
             for n, s in enumerate(plan)
         ]
-        while not all(f.done() for f in futures):
+        finished = False
+        while not finished:  # the last line printed is always the final count
             time.sleep(min(1.0, args.progress_s))
+            finished = all(f.done() for f in futures)
             _progress(sim, total, time.monotonic() - started)
     for future in futures:
         future.result()
