@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import callbacks, config, logs
+from app import callbacks, config, logs, ops
 from app.buffer import Buffer, connect
 from app.errors import CallbackError, StoreUnavailable
 from app.signature import Tokens
@@ -54,6 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "are checked with TWILIO_AUTH_TOKEN; set it to refuse other accounts",
         )
     app.add_url_rule("/healthz", "healthz", _healthz)
+    ops.init_app(app, settings)
 
     return app
 

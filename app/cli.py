@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 from dotenv import load_dotenv
 from twilio.request_validator import RequestValidator
 
-from app import config
+from app import config, simulate, twilio_setup
 from app.errors import ConfigError
 from app.localmode import LOCAL_ACCOUNT_SID
 
@@ -108,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _dead_letters_parser(sub)
     sub.add_parser("fake-memory-api", help="the stand-in Memory API (see its --help)")
+    simulate.add_parser(sub)
+    twilio_setup.add_parser(sub)
 
     return parser
 

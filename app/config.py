@@ -72,6 +72,10 @@ class Settings:
     unknown_profile: str = "park"
     # While the API refuses our credentials (401/403), one batch probes this often.
     auth_probe_s: float = 30.0
+    # The operator pages (/status, /rq, /metrics): off unless credentials are set.
+    dashboard_username: str = ""
+    dashboard_password: str = ""
+    dashboard_token: str = ""
 
     @property
     def memory_credentials(self) -> tuple[str, str]:
@@ -88,6 +92,8 @@ class Settings:
             self.twilio_auth_token,
             self.twilio_secondary_auth_token,
             self.twilio_api_key_secret,
+            self.dashboard_password,
+            self.dashboard_token,
         ]
         for entry in self.twilio_auth_tokens.split(","):
             values.append(entry.partition(":")[2].strip())
@@ -155,6 +161,11 @@ class Settings:
         if not 1 <= self.batch_max <= 1000:
             raise ConfigError("BRIDGE_BATCH_MAX must be 1 to 1000 (the API's limit).")
         self._check_failure_handling()
+        if bool(self.dashboard_username) != bool(self.dashboard_password):
+            raise ConfigError(
+                "DASHBOARD_USERNAME and DASHBOARD_PASSWORD go together: set both "
+                "(or neither, and DASHBOARD_TOKEN alone)."
+            )
         for name in ("memory_base_url", "public_base_url"):
             value = getattr(self, name)
             if value and not value.startswith(("http://", "https://")):
@@ -198,6 +209,9 @@ _ENV_NAMES = {
     "twilio_auth_tokens": "TWILIO_AUTH_TOKENS",
     "twilio_secondary_auth_token": "TWILIO_SECONDARY_AUTH_TOKEN",
     "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
+    "dashboard_username": "DASHBOARD_USERNAME",
+    "dashboard_password": "DASHBOARD_PASSWORD",
+    "dashboard_token": "DASHBOARD_TOKEN",
 }
 
 

@@ -14,6 +14,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 10
 graceful_timeout = 8
 keepalive = 5
+# The workers' heartbeat files: on tmpfs where there is one (containers), so a
+# slow disk cannot make the arbiter think a worker hangs.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Which peers may set X-Forwarded-Proto (IPs or networks, comma separated, or "*"):
 # the app's own setting, which also decides whose X-Forwarded-Host counts.
 forwarded_allow_ips = _config.load().forwarded_allow_ips

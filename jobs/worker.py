@@ -86,6 +86,19 @@ class BridgeWorker(HerokuWorker):
         self.stopping = True
         super().request_stop(signum, frame)
 
+    def subscribe(self) -> None:
+        """Listen for RQ's commands as RQ does, but wake every second, not 60 s.
+
+        RQ 3.0 stops its listener after unsubscribing, and redis-py 8's stop()
+        joins the thread, which then sleeps out the whole wait: an idle worker
+        took up to 60 s to exit on SIGTERM, past Heroku's 30 s grace.
+        """
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> Any:

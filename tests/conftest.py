@@ -132,7 +132,7 @@ class Bridge:
             try:
                 requests.get(self.url + "/healthz", timeout=0.5)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn did not come up:\n{self.logs()[-3000:]}")
