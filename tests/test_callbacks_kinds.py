@@ -225,3 +225,23 @@ def test_written_phone_numbers_are_stored_and_routed_in_e164(client, redis):
     assert event["recipient"]["address"] == CUSTOMER
     assert event["sender"]["address"] == BUSINESS
     assert redis.exists(f"mb:buf:{STORE}/phone:{CUSTOMER}")
+
+
+def test_a_deeply_nested_body_is_a_400_with_one_log_line(client, redis, caplog):
+    """JSON nested deeper than the parser goes: 400 bad_json, one line, no 500."""
+    body = b'[{"type": "x", "id": "y", "data": ' + b"[" * 30000 + b"]" * 30000 + b"}]"
+
+    response = post_json(client, "/twilio/events", None, body=body)
+
+    assert response.status_code == 400
+    assert stored(redis) == {}
+    refused = [r for r in caplog.records if r.getMessage() == "callback.refused"]
+    assert [r.fields["reason"] for r in refused] == ["bad_json"]
+
+
+def test_a_sequence_number_in_other_digits_is_stored(client, redis):
+    """SequenceNumber '²' (a digit to str.isdigit, not to int): 204, not 500."""
+    response = post_form(client, "/twilio/voice", call(CALL, "ringing", SequenceNumber="²"))
+
+    assert response.status_code == 204
+    assert len(stored(redis)[f"phone:{CUSTOMER}"]) == 1

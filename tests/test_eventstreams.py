@@ -154,3 +154,12 @@ def test_a_body_that_is_not_cloudevents_is_a_400(body):
         parse(body)
 
     assert raised.value.status == 400
+
+
+def test_json_nested_past_the_parsers_depth_is_refused_as_bad_json():
+    """An array nested 30,000 deep (under the body limit) is a 400, not a 500."""
+    with pytest.raises(CallbackError) as refused:
+        parse(b"[" * 30000 + b"]" * 30000)
+
+    assert refused.value.status == 400
+    assert refused.value.reason == "bad_json"
