@@ -26,7 +26,8 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
     """Return the CloudEvents of a body: one object or an array of objects."""
     try:
         found = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
+    # RecursionError: nesting deeper than the parser goes, well under the body limit.
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CallbackError(
             f"The body is not JSON ({error}): an Event Streams sink sends "
             "CloudEvents as JSON.",
