@@ -193,10 +193,21 @@ def _translate(args: argparse.Namespace) -> int:
 
     store = os.environ.get("MEMORY_STORE_ID", "")
     for raw in args.inputs or ["-"]:
-        text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
+        try:
+            text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
+        except UnicodeDecodeError:
+            name = "standard input" if raw == "-" else raw
+            print(
+                f"memory-bridge translate: {name} is not UTF-8 text.", file=sys.stderr
+            )
+            return 2
+        found = False
         for kind, callback in explain.callbacks(text):
+            found = True
             kind = args.kind or kind
             print("\n".join(explain.explain(kind, callback, args.url, store)))
+        if not found:
+            print(f"no callback in {'standard input' if raw == '-' else raw!r}")
 
     return 0
 

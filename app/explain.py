@@ -33,6 +33,9 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
         whole = json.loads(stripped)
     except ValueError:
         whole = None
+    except RecursionError:  # nested deeper than the parser goes: the raw body
+        yield "events", stripped
+        return
     if whole is not None:
         yield _guess(whole)
         return
@@ -42,6 +45,8 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
             continue
         try:
             found: Any = json.loads(line)
+        except RecursionError:
+            found = line
         except ValueError:
             found = dict(parse_qsl(line, keep_blank_values=True))
         yield _guess(found)
@@ -49,7 +54,9 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
 
 def _guess(found: Any) -> tuple[str, Any]:
     """Return the kind a callback is, judged by its fields."""
-    if isinstance(found, list) or (isinstance(found, dict) and "specversion" in found):
+    if isinstance(found, list | str) or (
+        isinstance(found, dict) and "specversion" in found
+    ):
         return "events", found
     form = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     if "EventType" in form:
@@ -69,10 +76,14 @@ def explain(kind: str, callback: Any, url: str = "", store: str = "") -> list[st
         routing.check(query)
         conversation = routing.conversation_for(query)
         if kind == "events":
-            body = json.dumps(callback).encode()
+            raw = callback if isinstance(callback, str) else json.dumps(callback)
             translations = [
-                translate_event(e, received, conversation) for e in parse(body)
+                translate_event(e, received, conversation) for e in parse(raw.encode())
             ]
+        elif not isinstance(callback, dict):
+            raise CallbackError(
+                f"A {kind} callback is a form (name=value&…), not a JSON array."
+            )
         else:
             translations = [translate(kind, callback, received, conversation)]
         lines += _explain_all(translations, query, store)

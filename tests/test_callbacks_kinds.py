@@ -241,7 +241,9 @@ def test_a_deeply_nested_body_is_a_400_with_one_log_line(client, redis, caplog):
 
 def test_a_sequence_number_in_other_digits_is_stored(client, redis):
     """SequenceNumber '²' (a digit to str.isdigit, not to int): 204, not 500."""
-    response = post_form(client, "/twilio/voice", call(CALL, "ringing", SequenceNumber="²"))
+    response = post_form(
+        client, "/twilio/voice", call(CALL, "ringing", SequenceNumber="²")
+    )
 
     assert response.status_code == 204
     assert len(stored(redis)[f"phone:{CUSTOMER}"]) == 1

@@ -105,3 +105,36 @@ def test_a_long_error_message_is_shown_cut(capsys):
     )
 
     assert "cut to fit the contract: errorMessage" in out
+
+
+def test_json_nested_too_deep_is_refused_as_the_endpoint_refuses_it(capsys):
+    """JSON nested 30,000 deep is refused as bad_json, as /twilio/events does."""
+    out = run(capsys, "[" * 30000 + "]" * 30000)
+
+    assert out.splitlines()[0] == "events callback"
+    assert "refused with 400 (bad_json)" in out
+
+
+def test_a_batch_explained_as_a_form_kind_is_refused_not_a_crash(capsys):
+    """--kind voice on a JSON array: refused, it is not a form."""
+    out = run(capsys, "--kind", "voice", '[{"type": "x", "id": "1"}]')
+
+    assert out.splitlines()[0] == "voice callback"
+    assert "refused with 400" in out
+
+
+def test_a_file_that_is_not_utf8_is_an_error_message(capsys, tmp_path):
+    """A binary file: exit 2 and a message naming it, not a traceback."""
+    path = tmp_path / "callbacks.bin"
+    path.write_bytes(b"\xff\xfe\x00bad")
+
+    assert main(["translate", str(path)]) == 2
+
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_input_without_a_callback_says_so(capsys):
+    """Only blank lines and comments: it says no callback was found."""
+    out = run(capsys, "\n# a comment\n")
+
+    assert "no callback" in out

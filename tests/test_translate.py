@@ -546,6 +546,8 @@ def test_the_readme_shows_both_tables_of_the_code() -> None:
 @pytest.mark.parametrize("number", ["²", "٣", "1²", "-1", "+3", " 4 ", "１"])
 def test_a_sequence_number_that_is_not_ascii_digits_sorts_as_zero(number: str):
     """A SequenceNumber of other digits (², Arabic-Indic) is 0, never an error."""
-    [event] = translate("voice", voice("ringing", SequenceNumber=number), RECEIVED).events
+    [event] = translate(
+        "voice", voice("ringing", SequenceNumber=number), RECEIVED
+    ).events
 
     assert event.order[0] == (4 if number == " 4 " else 0)
