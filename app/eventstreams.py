@@ -109,9 +109,26 @@ def _flat(data: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, dict | list) or value is None:
             continue
         name = "".join(p[:1].upper() + p[1:] for p in str(key).split("_"))
-        flat[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if not _is_unicode(text):
+            raise CallbackError(
+                f"data.{key[:40]!r} holds a lone surrogate (an unpaired \\uD800-"
+                "\\uDFFF escape): it is not Unicode text and cannot be forwarded.",
+                reason="bad_unicode",
+            )
+        flat[name] = text
 
     return flat
+
+
+def _is_unicode(text: str) -> bool:
+    """Tell whether ``text`` is real Unicode: JSON can escape lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+
+    return True
 
 
 def _with_id(event: Event, cloud_id: str, name: str) -> Event:

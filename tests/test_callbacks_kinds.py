@@ -247,3 +247,15 @@ def test_a_sequence_number_in_other_digits_is_stored(client, redis):
 
     assert response.status_code == 204
     assert len(stored(redis)[f"phone:{CUSTOMER}"]) == 1
+
+
+def test_a_lone_surrogate_in_a_cloudevent_is_a_400_not_a_500(client, redis):
+    """JSON may escape a lone surrogate; it cannot be stored: 400, nothing kept."""
+    event = delivered("SM" + "1" * 32, CUSTOMER, "EZ1")
+    body = json.dumps([event]).replace(CUSTOMER, CUSTOMER + "\\ud800").encode()
+
+    response = post_json(client, "/twilio/events", None, body=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_unicode"
+    assert stored(redis) == {}
