@@ -259,3 +259,13 @@ def test_a_lone_surrogate_in_a_cloudevent_is_a_400_not_a_500(client, redis):
     assert response.status_code == 400
     assert response.get_json()["error"] == "bad_unicode"
     assert stored(redis) == {}
+
+
+def test_an_unknown_status_with_a_newline_stays_on_one_log_line(client, redis, caplog):
+    """The summary line shows an unknown status as the counter does: no newline."""
+    form = message("SM" + "6" * 32, "sent\n17:00:00 info forged.line")
+
+    assert post_form(client, "/twilio/messaging", form).status_code == 204
+
+    [line] = [r for r in caplog.records if r.getMessage() == "callback.accepted"]
+    assert line.fields["status"] == "sent_17:00:00_info_forged.line"
