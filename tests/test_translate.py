@@ -551,3 +551,21 @@ def test_a_sequence_number_that_is_not_ascii_digits_sorts_as_zero(number: str):
     ).events
 
     assert event.order[0] == (4 if number == " 4 " else 0)
+
+
+@pytest.mark.parametrize(
+    ("direction", "expected"),
+    [("trunking-originating", "INBOUND"), ("trunking-terminating", "OUTBOUND")],
+)
+def test_sip_trunk_calls_take_the_direction_twilio_documents(direction, expected):
+    """Twilio's Call resource: trunking-originating calls come in from the PSTN to
+    the business's own infrastructure; trunking-terminating calls go out to it."""
+    caller, called = (
+        (CUSTOMER, BUSINESS) if expected == "INBOUND" else (BUSINESS, CUSTOMER)
+    )
+    form = voice("completed", direction, From=caller, To=called)
+
+    translation = translate("voice", form, RECEIVED)
+
+    assert only_event(translation)["direction"] == expected
+    assert translation.customer == CUSTOMER
