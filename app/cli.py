@@ -192,6 +192,7 @@ def _translate(args: argparse.Namespace) -> int:
     from app import explain
 
     store = os.environ.get("MEMORY_STORE_ID", "")
+    memory = explain.Memory()  # the callbacks given are posted in turn
     for raw in args.inputs or ["-"]:
         try:
             text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
@@ -205,7 +206,8 @@ def _translate(args: argparse.Namespace) -> int:
         for kind, callback in explain.callbacks(text):
             found = True
             kind = args.kind or kind
-            print("\n".join(explain.explain(kind, callback, args.url, store)))
+            lines = explain.explain(kind, callback, args.url, store, memory)
+            print("\n".join(lines))
         if not found:
             print(f"no callback in {'standard input' if raw == '-' else raw!r}")
 

@@ -138,3 +138,42 @@ def test_input_without_a_callback_says_so(capsys):
     out = run(capsys, "\n# a comment\n")
 
     assert "no callback" in out
+
+
+def _delivered(sid: str, event_id: str) -> dict:
+    """Return a delivered CloudEvent for message ``sid``."""
+    data = {"messageSid": sid, "from": "+15005550001", "to": "+15005550006"}
+    return {
+        "specversion": "1.0",
+        "type": "com.twilio.messaging.message.delivered",
+        "id": event_id,
+        "data": data,
+    }
+
+
+def test_a_repeated_status_or_cloudevent_id_is_explained_as_a_duplicate(capsys):
+    """As the admit script does: a known CloudEvent id, or the same status again,
+    is a duplicate (not stale, not forwarded)."""
+    other = "SM" + "0" * 31 + "2"
+    batch = [_delivered(MESSAGE, "EZ1"), _delivered(other, "EZ1")]
+    batch.append(_delivered(MESSAGE, "EZ3"))
+
+    out = run(capsys, json.dumps(batch))
+
+    assert out.count("goes to profile") == 1
+    assert out.count("dropped as a duplicate") == 2
+    assert "stale" not in out
+
+
+def test_a_file_is_explained_as_posted_in_its_order(capsys, tmp_path):
+    """Lines of a file are callbacks in turn: a late sent after delivered is stale,
+    and the same callback again a duplicate."""
+    late = FORM.replace("delivered", "sent")
+    path = tmp_path / "callbacks.txt"
+    path.write_text(f"{FORM}\n{late}\n{FORM}\n")
+
+    out = run(capsys, str(path))
+
+    assert out.count("goes to profile") == 1
+    assert out.count("dropped as stale") == 1
+    assert out.count("dropped as a duplicate") == 1
