@@ -269,3 +269,16 @@ def test_an_unknown_status_with_a_newline_stays_on_one_log_line(client, redis, c
 
     [line] = [r for r in caplog.records if r.getMessage() == "callback.accepted"]
     assert line.fields["status"] == "sent_17:00:00_info_forged.line"
+
+
+def test_a_non_ascii_body_sha256_is_a_403_not_a_500(client, redis):
+    """An unsigned post with bodySHA256=%FF: refused 403 before anything is read."""
+    response = client.post(
+        "/twilio/events?bodySHA256=%FF%FE",
+        data=b"[]",
+        content_type="application/json",
+        headers={"X-Twilio-Signature": "x"},
+    )
+
+    assert response.status_code == 403
+    assert stored(redis) == {}
