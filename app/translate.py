@@ -214,7 +214,9 @@ def error_fields(form: Mapping[str, str]) -> dict[str, str]:
     found = {}
     code = str(form.get("ErrorCode", "")).strip()
     message = str(form.get("ErrorMessage", "")).strip()
-    if code:
+    # Twilio's error codes are five digits; 0 is how a Conversations receipt
+    # (and its SDK's non-null errorCode) says there was no error.
+    if code and code != "0":
         found["errorCode"] = code
     if message:
         found["errorMessage"] = message
