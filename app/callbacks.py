@@ -131,7 +131,8 @@ def _store(
     unknown = [t.unknown for t in translations if t.unknown]
     _count(bridge, unknown, shortened)
 
-    statuses = sorted({t.status for t in translations})
+    # Unknown values are Twilio's text (a newline, anything): shown as counted.
+    statuses = sorted({unknowns.clean(t.status) for t in translations if t.status})
     ignored = sorted({t.ignored for t in translations if t.ignored})
     customers = {t.customer for t in translations if t.customer}
     log(

@@ -278,11 +278,24 @@ def _translate(args: argparse.Namespace) -> int:
     from app import explain
 
     store = os.environ.get("MEMORY_STORE_ID", "")
+    memory = explain.Memory()  # the callbacks given are posted in turn
     for raw in args.inputs or ["-"]:
-        text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
+        try:
+            text = sys.stdin.read() if raw == "-" else _file_or_text(raw)
+        except UnicodeDecodeError:
+            name = "standard input" if raw == "-" else raw
+            print(
+                f"memory-bridge translate: {name} is not UTF-8 text.", file=sys.stderr
+            )
+            return 2
+        found = False
         for kind, callback in explain.callbacks(text):
+            found = True
             kind = args.kind or kind
-            print("\n".join(explain.explain(kind, callback, args.url, store)))
+            lines = explain.explain(kind, callback, args.url, store, memory)
+            print("\n".join(lines))
+        if not found:
+            print(f"no callback in {'standard input' if raw == '-' else raw!r}")
 
     return 0
 

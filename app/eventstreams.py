@@ -26,15 +26,7 @@ _SID_NAMES = {"messaging": "MessageSid", "voice": "CallSid"}
 
 def parse(raw: bytes) -> list[dict[str, Any]]:
     """Return the CloudEvents of a body: one object or an array of objects."""
-    try:
-        found = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CallbackError(
-            f"The body is not JSON ({error}): an Event Streams sink sends "
-            "CloudEvents as JSON.",
-            reason="bad_json",
-        ) from error
-    events = found if isinstance(found, list) else [found]
+    events = _decode(raw)
     for number, event in enumerate(events):
         if not isinstance(event, dict):
             raise CallbackError(
@@ -57,20 +49,31 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
     return events
 
 
+def _decode(raw: bytes) -> list[Any]:
+    """Return a JSON body as a list of items, or refuse it as not JSON."""
+    try:
+        found = json.loads(raw)
+    # RecursionError: nesting deeper than the parser goes, well under the body limit.
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CallbackError(
+            f"The body is not JSON ({error}): an Event Streams sink sends "
+            "CloudEvents as JSON.",
+            reason="bad_json",
+        ) from error
+
+    return found if isinstance(found, list) else [found]
+
+
 def account_of(raw: bytes) -> str:
     """Return the one AccountSid a body's CloudEvents name, or "" if not one.
 
-    Read before the signature is checked, only to choose the token. Events that
-    name no account (error logs) are passed over; a body that names none, or
-    several, gets no account's token (only a token shared by every account).
+    Read before the signature is checked, only to choose the token; a body that
+    is not JSON at all is a 400 here. Events that name no account (error logs)
+    are passed over; a body that names none, or several, gets no account's token
+    (only a token shared by every account).
     """
-    try:
-        found = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return ""
     accounts = {
-        _account(event) if isinstance(event, dict) else ""
-        for event in (found if isinstance(found, list) else [found])
+        _account(event) if isinstance(event, dict) else "" for event in _decode(raw)
     } - {""}
 
     return accounts.pop() if len(accounts) == 1 else ""
@@ -145,9 +148,26 @@ def _flat(data: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, dict | list) or value is None:
             continue
         name = "".join(p[:1].upper() + p[1:] for p in str(key).split("_"))
-        flat[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if not _is_unicode(text):
+            raise CallbackError(
+                f"data.{key[:40]!r} holds a lone surrogate (an unpaired \\uD800-"
+                "\\uDFFF escape): it is not Unicode text and cannot be forwarded.",
+                reason="bad_unicode",
+            )
+        flat[name] = text
 
     return flat
+
+
+def _is_unicode(text: str) -> bool:
+    """Tell whether ``text`` is real Unicode: JSON can escape lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+
+    return True
 
 
 def _with_id(event: Event, cloud_id: str, name: str) -> Event:

@@ -8,6 +8,7 @@ stored or sent: this is for people checking what their Twilio setup posts.
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from app import contract, routing, unknowns
 from app.errors import CallbackError
 from app.eventstreams import parse, translate_event
-from app.lifecycle import Translation, in_order
+from app.lifecycle import Event, Translation, in_order
 from app.translate import translate
 
 KINDS = ("messaging", "voice", "conversations", "events")
@@ -33,6 +34,9 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
         whole = json.loads(stripped)
     except ValueError:
         whole = None
+    except RecursionError:  # nested deeper than the parser goes: the raw body
+        yield "events", stripped
+        return
     if whole is not None:
         yield _guess(whole)
         return
@@ -42,6 +46,8 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
             continue
         try:
             found: Any = json.loads(line)
+        except RecursionError:
+            found = line
         except ValueError:
             found = dict(parse_qsl(line, keep_blank_values=True))
         yield _guess(found)
@@ -49,7 +55,9 @@ def callbacks(text: str) -> Iterator[tuple[str, Any]]:
 
 def _guess(found: Any) -> tuple[str, Any]:
     """Return the kind a callback is, judged by its fields."""
-    if isinstance(found, list) or (isinstance(found, dict) and "specversion" in found):
+    if isinstance(found, list | str) or (
+        isinstance(found, dict) and "specversion" in found
+    ):
         return "events", found
     form = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     if "EventType" in form:
@@ -60,8 +68,42 @@ def _guess(found: Any) -> tuple[str, Any]:
     return "messaging", form
 
 
-def explain(kind: str, callback: Any, url: str = "", store: str = "") -> list[str]:
-    """Return the lines that say what the bridge would make of one callback."""
+@dataclass
+class Memory:
+    """What the bridge remembers between callbacks, as app.buffer's admit script:
+    the last status of each communication and the CloudEvent ids it stored."""
+
+    last: dict[str, tuple[str, int]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+
+    def admit(self, event: Event) -> str:
+        """Return why ``event`` would be dropped ('' if stored), remembering it."""
+        status, rank = self.last.get(event.communication, ("", 0))
+        if event.dedupe in self.ids:
+            return f"a duplicate: CloudEvent id {event.dedupe} is already stored"
+        if status == event.status:
+            return f"a duplicate: {status!r} is already stored for it"
+        if rank >= event.rank:
+            return f"stale: {status!r}, a later status of it, is already stored"
+        self.last[event.communication] = (event.status, event.rank)
+        if event.dedupe:
+            self.ids.add(event.dedupe)
+
+        return ""
+
+
+def explain(
+    kind: str,
+    callback: Any,
+    url: str = "",
+    store: str = "",
+    memory: Memory | None = None,
+) -> list[str]:
+    """Return the lines that say what the bridge would make of one callback.
+
+    Give the same ``memory`` to callbacks explained in turn, as if posted in turn.
+    """
+    memory = Memory() if memory is None else memory
     query = dict(parse_qsl(urlsplit(url).query))
     received = datetime.now(UTC)
     lines = [f"{kind} callback"]
@@ -69,13 +111,17 @@ def explain(kind: str, callback: Any, url: str = "", store: str = "") -> list[st
         routing.check(query)
         conversation = routing.conversation_for(query)
         if kind == "events":
-            body = json.dumps(callback).encode()
+            raw = callback if isinstance(callback, str) else json.dumps(callback)
             translations = [
-                translate_event(e, received, conversation) for e in parse(body)
+                translate_event(e, received, conversation) for e in parse(raw.encode())
             ]
+        elif not isinstance(callback, dict):
+            raise CallbackError(
+                f"A {kind} callback is a form (name=value&…), not a JSON array."
+            )
         else:
             translations = [translate(kind, callback, received, conversation)]
-        lines += _explain_all(translations, query, store)
+        lines += _explain_all(translations, query, store, memory)
     except CallbackError as error:
         lines.append(f"  refused with {error.status} ({error.reason}): {error}")
 
@@ -83,7 +129,7 @@ def explain(kind: str, callback: Any, url: str = "", store: str = "") -> list[st
 
 
 def _explain_all(
-    translations: list[Translation], query: dict[str, str], store: str
+    translations: list[Translation], query: dict[str, str], store: str, memory: Memory
 ) -> list[str]:
     """Return the lines for a callback's translations, in the order of admission."""
     lines = []
@@ -97,9 +143,9 @@ def _explain_all(
             )
         for event in translation.events:
             customers[id(event)] = translation.customer
-    events = [e for t in translations for e in t.events]
-    last_rank: dict[str, int] = {}
-    for event in in_order(events):
+    events = in_order([e for t in translations for e in t.events])
+    checked = []
+    for event in events:  # the bridge checks them all before it stores any
         body, cut = contract.conform(event.body)
         found = contract.problems(body)
         if found:
@@ -107,11 +153,13 @@ def _explain_all(
                 "an event the Memory API would refuse: " + "; ".join(found),
                 reason="invalid_event",
             )
+        checked.append((event, body, cut))
+    for event, body, cut in checked:
         lines.append(f"  {body['lifecycle']}: {event.why}")
-        if last_rank.get(event.communication, 0) >= event.rank:
-            lines.append("  dropped as stale: a later status of it comes first")
+        dropped = memory.admit(event)
+        if dropped:
+            lines.append(f"  dropped as {dropped}")
             continue
-        last_rank[event.communication] = event.rank
         if cut:
             lines.append(f"  cut to fit the contract: {', '.join(cut)}")
         customer = customers[id(event)]

@@ -138,7 +138,9 @@ def _parse_time(raw: str) -> datetime | None:
 def sequence(raw: str, moment: str) -> tuple[int, str]:
     """Return the sort key of a call's event: SequenceNumber, then the timestamp."""
     text = str(raw or "").strip()
-    number = int(text) if text.isdigit() and len(text) < 10 else 0
+    # str.isdigit also takes "²" and other scripts' digits, which int() refuses.
+    plain = text.isascii() and text.isdigit()
+    number = int(text) if plain and len(text) < 10 else 0
 
     return number, moment
 

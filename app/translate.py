@@ -194,10 +194,12 @@ def _type(kind: str, form: Mapping[str, str], channel: str) -> str:
 def _call_direction(raw: str) -> str:
     """Map Twilio's call Direction (inbound, outbound-api, outbound-dial)."""
     raw = raw.strip().lower()
-    # SIP trunking: "terminating" calls come in from the trunk, "originating" go out.
-    if raw in ("inbound", "trunking-terminating"):
+    # Elastic SIP Trunking (the Call resource's "direction"): trunking-originating
+    # calls come from the PSTN in to the business's own infrastructure, and
+    # trunking-terminating calls go from it out to the PSTN.
+    if raw in ("inbound", "trunking-originating"):
         return INBOUND
-    if raw.startswith("outbound") or raw == "trunking-originating":
+    if raw.startswith("outbound") or raw == "trunking-terminating":
         return OUTBOUND
 
     return ""
@@ -212,7 +214,9 @@ def error_fields(form: Mapping[str, str]) -> dict[str, str]:
     found = {}
     code = str(form.get("ErrorCode", "")).strip()
     message = str(form.get("ErrorMessage", "")).strip()
-    if code:
+    # Twilio's error codes are five digits; 0 is how a Conversations receipt
+    # (and its SDK's non-null errorCode) says there was no error.
+    if code and code != "0":
         found["errorCode"] = code
     if message:
         found["errorMessage"] = message

@@ -289,3 +289,60 @@ def test_cloudevents_of_two_accounts_get_no_accounts_token(settings, redis):
     response = post_json_as(app.test_client(), payload, "token-111")
 
     assert (response.status_code, response.json["error"]) == (403, "account_unknown")
+
+
+def test_a_deeply_nested_body_is_a_400_with_one_log_line(client, redis, caplog):
+    """JSON nested deeper than the parser goes: 400 bad_json, one line, no 500."""
+    body = b'[{"type": "x", "id": "y", "data": ' + b"[" * 30000 + b"]" * 30000 + b"}]"
+
+    response = post_json(client, "/twilio/events", None, body=body)
+
+    assert response.status_code == 400
+    assert stored(redis) == {}
+    refused = [r for r in caplog.records if r.getMessage() == "callback.refused"]
+    assert [r.fields["reason"] for r in refused] == ["bad_json"]
+
+
+def test_a_sequence_number_in_other_digits_is_stored(client, redis):
+    """SequenceNumber '²' (a digit to str.isdigit, not to int): 204, not 500."""
+    response = post_form(
+        client, "/twilio/voice", call(CALL, "ringing", SequenceNumber="²")
+    )
+
+    assert response.status_code == 204
+    assert len(stored(redis)[f"phone:{CUSTOMER}"]) == 1
+
+
+def test_a_lone_surrogate_in_a_cloudevent_is_a_400_not_a_500(client, redis):
+    """JSON may escape a lone surrogate; it cannot be stored: 400, nothing kept."""
+    event = delivered("SM" + "1" * 32, CUSTOMER, "EZ1")
+    body = json.dumps([event]).replace(CUSTOMER, CUSTOMER + "\\ud800").encode()
+
+    response = post_json(client, "/twilio/events", None, body=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_unicode"
+    assert stored(redis) == {}
+
+
+def test_an_unknown_status_with_a_newline_stays_on_one_log_line(client, redis, caplog):
+    """The summary line shows an unknown status as the counter does: no newline."""
+    form = message("SM" + "6" * 32, "sent\n17:00:00 info forged.line")
+
+    assert post_form(client, "/twilio/messaging", form).status_code == 204
+
+    [line] = [r for r in caplog.records if r.getMessage() == "callback.accepted"]
+    assert line.fields["status"] == "sent_17:00:00_info_forged.line"
+
+
+def test_a_non_ascii_body_sha256_is_a_403_not_a_500(client, redis):
+    """An unsigned post with bodySHA256=%FF: refused 403 before anything is read."""
+    response = client.post(
+        "/twilio/events?bodySHA256=%FF%FE",
+        data=b"[]",
+        content_type="application/json",
+        headers={"X-Twilio-Signature": "x"},
+    )
+
+    assert response.status_code == 403
+    assert stored(redis) == {}

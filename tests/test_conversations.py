@@ -85,6 +85,14 @@ def test_a_failed_receipt_carries_its_error_code():
     assert event.body["errorCode"] == "30008"
 
 
+@pytest.mark.parametrize("status", ["read", "delivered"])
+def test_error_code_zero_is_no_error(status: str):
+    """A receipt's ErrorCode 0 (the SDK's "no error") gives no errorCode."""
+    [event] = translate(receipt(status, ErrorCode="0"), RECEIVED).events
+
+    assert "errorCode" not in event.body
+
+
 def test_an_unknown_delivery_status_is_counted_not_forwarded():
     """A Status the table does not know gives no event and names itself to count."""
     translation = translate(receipt("exploded"), RECEIVED)

@@ -154,3 +154,36 @@ def test_a_body_that_is_not_cloudevents_is_a_400(body):
         parse(body)
 
     assert raised.value.status == 400
+
+
+def test_json_nested_past_the_parsers_depth_is_refused_as_bad_json():
+    """An array nested 30,000 deep (under the body limit) is a 400, not a 500."""
+    with pytest.raises(CallbackError) as refused:
+        parse(b"[" * 30000 + b"]" * 30000)
+
+    assert refused.value.status == 400
+    assert refused.value.reason == "bad_json"
+
+
+@pytest.mark.parametrize("field", ["to", "errorMessage"])
+def test_a_lone_surrogate_in_the_data_is_refused(field: str):
+    """A \\ud800 escape (valid JSON, not Unicode) in data: 400 bad_unicode."""
+    data = message_data() | {field: "+15005550006\ud800"}
+
+    with pytest.raises(CallbackError) as refused:
+        translate_event(cloud("com.twilio.messaging.message.failed", data), RECEIVED)
+
+    assert refused.value.status == 400
+    assert refused.value.reason == "bad_unicode"
+    assert field in str(refused.value)
+
+
+def test_a_surrogate_pair_is_an_ordinary_character():
+    """An emoji written as a surrogate pair escape is kept, not refused."""
+    body = json.dumps(cloud("com.twilio.messaging.message.failed", message_data()))
+    body = body.replace('"errorCode": 30003', '"errorMessage": "\\ud83d\\ude00"')
+
+    [event] = parse(body.encode())
+    [lifecycle] = translate_event(event, RECEIVED).events
+
+    assert lifecycle.body["errorMessage"] == "\U0001f600"

@@ -105,3 +105,75 @@ def test_a_long_error_message_is_shown_cut(capsys):
     )
 
     assert "cut to fit the contract: errorMessage" in out
+
+
+def test_json_nested_too_deep_is_refused_as_the_endpoint_refuses_it(capsys):
+    """JSON nested 30,000 deep is refused as bad_json, as /twilio/events does."""
+    out = run(capsys, "[" * 30000 + "]" * 30000)
+
+    assert out.splitlines()[0] == "events callback"
+    assert "refused with 400 (bad_json)" in out
+
+
+def test_a_batch_explained_as_a_form_kind_is_refused_not_a_crash(capsys):
+    """--kind voice on a JSON array: refused, it is not a form."""
+    out = run(capsys, "--kind", "voice", '[{"type": "x", "id": "1"}]')
+
+    assert out.splitlines()[0] == "voice callback"
+    assert "refused with 400" in out
+
+
+def test_a_file_that_is_not_utf8_is_an_error_message(capsys, tmp_path):
+    """A binary file: exit 2 and a message naming it, not a traceback."""
+    path = tmp_path / "callbacks.bin"
+    path.write_bytes(b"\xff\xfe\x00bad")
+
+    assert main(["translate", str(path)]) == 2
+
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_input_without_a_callback_says_so(capsys):
+    """Only blank lines and comments: it says no callback was found."""
+    out = run(capsys, "\n# a comment\n")
+
+    assert "no callback" in out
+
+
+def _delivered(sid: str, event_id: str) -> dict:
+    """Return a delivered CloudEvent for message ``sid``."""
+    data = {"messageSid": sid, "from": "+15005550001", "to": "+15005550006"}
+    return {
+        "specversion": "1.0",
+        "type": "com.twilio.messaging.message.delivered",
+        "id": event_id,
+        "data": data,
+    }
+
+
+def test_a_repeated_status_or_cloudevent_id_is_explained_as_a_duplicate(capsys):
+    """As the admit script does: a known CloudEvent id, or the same status again,
+    is a duplicate (not stale, not forwarded)."""
+    other = "SM" + "0" * 31 + "2"
+    batch = [_delivered(MESSAGE, "EZ1"), _delivered(other, "EZ1")]
+    batch.append(_delivered(MESSAGE, "EZ3"))
+
+    out = run(capsys, json.dumps(batch))
+
+    assert out.count("goes to profile") == 1
+    assert out.count("dropped as a duplicate") == 2
+    assert "stale" not in out
+
+
+def test_a_file_is_explained_as_posted_in_its_order(capsys, tmp_path):
+    """Lines of a file are callbacks in turn: a late sent after delivered is stale,
+    and the same callback again a duplicate."""
+    late = FORM.replace("delivered", "sent")
+    path = tmp_path / "callbacks.txt"
+    path.write_text(f"{FORM}\n{late}\n{FORM}\n")
+
+    out = run(capsys, str(path))
+
+    assert out.count("goes to profile") == 1
+    assert out.count("dropped as stale") == 1
+    assert out.count("dropped as a duplicate") == 1

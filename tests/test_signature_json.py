@@ -70,3 +70,15 @@ def test_no_signature_is_refused():
         verify_json(URL, BODY, "", ("12345",))
 
     assert raised.value.reason == "signature_missing"
+
+
+@pytest.mark.parametrize("given", ["%FF%FE", "%C3%A9" * 32, "é", "00\u0660"])
+def test_a_body_sha256_that_is_not_hex_is_refused_with_403(given: str):
+    """bodySHA256 with non-ASCII characters: 403 body_hash_invalid, not a 500."""
+    url = f"https://mycompany.com/myapp.php?bodySHA256={given}"
+
+    with pytest.raises(SignatureError) as raised:
+        verify_json(url, BODY, SIGNATURE, ("12345",))
+
+    assert raised.value.status == 403
+    assert raised.value.reason == "body_hash_invalid"

@@ -541,3 +541,31 @@ def test_the_readme_shows_both_tables_of_the_code() -> None:
 
     assert markdown_table() in readme
     assert event_types_table() in readme
+
+
+@pytest.mark.parametrize("number", ["²", "٣", "1²", "-1", "+3", " 4 ", "１"])
+def test_a_sequence_number_that_is_not_ascii_digits_sorts_as_zero(number: str):
+    """A SequenceNumber of other digits (², Arabic-Indic) is 0, never an error."""
+    [event] = translate(
+        "voice", voice("ringing", SequenceNumber=number), RECEIVED
+    ).events
+
+    assert event.order[0] == (4 if number == " 4 " else 0)
+
+
+@pytest.mark.parametrize(
+    ("direction", "expected"),
+    [("trunking-originating", "INBOUND"), ("trunking-terminating", "OUTBOUND")],
+)
+def test_sip_trunk_calls_take_the_direction_twilio_documents(direction, expected):
+    """Twilio's Call resource: trunking-originating calls come in from the PSTN to
+    the business's own infrastructure; trunking-terminating calls go out to it."""
+    caller, called = (
+        (CUSTOMER, BUSINESS) if expected == "INBOUND" else (BUSINESS, CUSTOMER)
+    )
+    form = voice("completed", direction, From=caller, To=called)
+
+    translation = translate("voice", form, RECEIVED)
+
+    assert only_event(translation)["direction"] == expected
+    assert translation.customer == CUSTOMER

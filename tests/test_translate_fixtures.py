@@ -52,6 +52,7 @@ def test_a_documented_callback_gives_its_events(client, redis, fixture):
                 assert got[name] == value, name
         assert ("sender" in got) == ("sender" in want)
         assert ("recipient" in got) == ("recipient" in want)
+        assert ("errorCode" in got) == ("errorCode" in want)
         sid = want.get("communicationId_of", want["communication"])
         assert got["communicationId"] == ids.communication_id(sid)
         if "conversation_of" in want:
