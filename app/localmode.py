@@ -59,7 +59,7 @@ def run(host: str, port: int, data: Path) -> int:
         for name in ("web", "worker"):
             children[name] = _start([sys.executable, "-m", "app.cli", name], env)
         _wait_for_web(f"http://127.0.0.1:{port}/healthz", children)
-        _banner(port, local)
+        _banner(port, local, env)
         return _supervise(children)
     finally:
         for child in children.values():
@@ -146,13 +146,16 @@ def _wait_for_web(url: str, children: dict[str, subprocess.Popen[bytes]]) -> Non
     raise ConfigError(f"The web did not answer {url} within 30 s.")
 
 
-def _banner(port: int, local: bool) -> None:
+def _banner(port: int, local: bool, env: dict[str, str]) -> None:
     url = f"http://127.0.0.1:{port}/twilio/messaging"
     _say(f"memory-bridge is up: {url} and /twilio/voice")
     option = "" if port == 8000 else f" --url {url}"
     token = "the local token" if local else "TWILIO_AUTH_TOKEN"
     _say(f"Post a sample callback, signed with {token}, from another terminal:")
     _say(f"  .venv/bin/memory-bridge sample{option} --status delivered")
+    prefix = env.get("BRIDGE_KEY_PREFIX", "mb")
+    _say("Other commands (dead-letters, …) reach this bridge's Redis with:")
+    _say(f"  export REDIS_URL={env['REDIS_URL']} BRIDGE_KEY_PREFIX={prefix}")
     _say("Ctrl-C stops everything.")
 
 

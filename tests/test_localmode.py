@@ -1,6 +1,7 @@
 """The README's first command: the whole bridge from one command, in local mode."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,14 @@ def run_and_sample(tmp_path: Path, env: dict[str, str]) -> str:
         assert sample.stdout.startswith("204 messaging SM")
         assert "admitted=1" in sample.stdout
         _wait_for(log, "stand-in: 202", run)
+        # The banner tells other commands how to reach this bridge's Redis.
+        exported = re.search(
+            r"export (REDIS_URL=\S+) (BRIDGE_KEY_PREFIX=\S+)", log.read_text()
+        )
+        assert exported, log.read_text()
+        reach = env | dict(pair.split("=", 1) for pair in exported.groups())
+        listed = bridge_command(tmp_path, "dead-letters", "list", env=reach)
+        assert (listed.returncode, listed.stderr) == (0, "0 dead letters\n")
     finally:
         run.send_signal(signal.SIGINT)
         run.wait(30)
