@@ -4,6 +4,8 @@ Keys (``{p}`` is BRIDGE_KEY_PREFIX, ``{m}`` a profile member ``store/kind:value`
 
     {p}:comm:{sid}      hash   last status and rank of one communication (TTL)
     {p}:seen:{id}       string an event id Twilio gave (a CloudEvent id) (TTL)
+    {p}:conv:{CH…}      string a Conversation's customer address (TTL)
+    {p}:call:{CA…}      string a parent call's customer address (TTL)
     {p}:buf:{m}         list   events waiting for a profile (drained)
     {p}:due             zset   members, scored by when their buffer is due (drained)
     {p}:inflight:{m}    list   the one batch being delivered for a member (drained)
@@ -21,7 +23,7 @@ atomic: ``admit`` (web), ``claim`` and ``settle`` (worker).
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,11 +94,14 @@ class Buffer:
         comm_ttl_s: int,
         park_ttl_s: int = 30 * 24 * 3600,
         now_ms: int | None = None,
+        learn: Mapping[str, str] | None = None,
     ) -> tuple[int, int, int]:
         """Admit ``(sid, status, rank, json[, event id])`` events in one round trip.
 
         Returns how many were admitted, duplicates, and stale. An empty
-        ``member`` parks the events in the unroutable list instead.
+        ``member`` parks the events in the unroutable list instead. ``learn``
+        maps routing memory keys (``conv:CH…``) to the customer to remember
+        there for ``comm_ttl_s``, in the same round trip.
         """
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("Redis failed moments ago: not stored.")
@@ -107,6 +112,9 @@ class Buffer:
         keys = [self.due_key, buffer, self.stats_key(now_ms)]
         args: list[Any] = [member, now_ms + linger_ms, comm_ttl_s * 1000, STATS_TTL_S]
         args.append(park_ttl_s)
+        args.append(len(learn or {}))
+        for key, customer in (learn or {}).items():
+            args += [f"{self.prefix}:{key}", customer]
         for sid, status, rank, body, *event_id in events:
             keys.append(f"{self.prefix}:comm:{sid}")
             seen = f"{self.prefix}:seen:{event_id[0]}" if any(event_id) else ""
@@ -120,6 +128,40 @@ class Buffer:
             ) from error
 
         return int(admitted), int(duplicate), int(stale)
+
+    def recall(self, keys: Sequence[str]) -> dict[str, str]:
+        """Return the customers remembered under routing memory ``keys`` (one MGET).
+
+        Keys nothing is remembered under are left out.
+        """
+        if not keys:
+            return {}
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("Redis failed moments ago: not stored.")
+        try:
+            found = self.redis.mget([f"{self.prefix}:{key}" for key in keys])
+        except RedisError as error:
+            self._down_until = time.monotonic() + OUTAGE_HOLD_S
+            raise StoreUnavailable(f"Redis did not answer: {error}") from error
+
+        return {
+            key: text(value) for key, value in zip(keys, found, strict=True) if value
+        }
+
+    def remember(self, learn: Mapping[str, str], ttl_s: int) -> None:
+        """Remember customers under routing memory keys for ``ttl_s``, in one trip."""
+        if not learn:
+            return
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("Redis failed moments ago: not stored.")
+        pipe = self.redis.pipeline(transaction=False)
+        for key, customer in learn.items():
+            pipe.set(f"{self.prefix}:{key}", customer, ex=ttl_s)
+        try:
+            pipe.execute()
+        except RedisError as error:
+            self._down_until = time.monotonic() + OUTAGE_HOLD_S
+            raise StoreUnavailable(f"Redis did not store: {error}") from error
 
     def count(self, counters: dict[str, int], now_ms: int | None = None) -> None:
         """Add to this minute's counters (``unknown:voice:on-hold``, …).

@@ -41,6 +41,11 @@ JSON_TYPES = (
 )
 # Inbound message webhooks expect TwiML back; an empty Response sends no reply.
 INBOUND_STATUSES = ("received", "receiving")
+# Callbacks that give no event and are not unknown (onParticipantAdded), counted.
+_COUNTED = {
+    "learned": "learned:conversation",
+    "participant_without_address": "ignored:participant_without_address",
+}
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -127,9 +132,9 @@ def _store(
 ) -> Response:
     """Check the events, admit them per profile, count the unknown, and answer."""
     checked, shortened = _check(translations)
-    admitted, duplicate, stale, parked = _admit(bridge, checked)
+    admitted, duplicate, stale, parked = _admit(bridge, checked, translations)
     unknown = [t.unknown for t in translations if t.unknown]
-    _count(bridge, unknown, shortened)
+    _count(bridge, unknown, shortened, translations)
 
     # Unknown values are Twilio's text (a newline, anything): shown as counted.
     statuses = sorted({unknowns.clean(t.status) for t in translations if t.status})
@@ -205,10 +210,10 @@ def _read_body(max_bytes: int, types: tuple[str, ...]) -> bytes:
 
 def _check(
     translations: list[Translation],
-) -> tuple[list[tuple[Event, str]], list[str]]:
+) -> tuple[list[tuple[Event, Translation]], list[str]]:
     """Fit every event to the contract, or refuse the callback naming the field.
 
-    Returns each event with its customer, and the names of the fields cut.
+    Returns each event with its translation, and the names of the fields cut.
     """
     checked, shortened = [], []
     for translation in translations:
@@ -222,29 +227,39 @@ def _check(
                     reason="invalid_event",
                 )
             shortened += cut
-            checked.append((replace(event, body=body), translation.customer))
+            checked.append((replace(event, body=body), translation))
 
     return checked, shortened
 
 
 def _admit(
-    bridge: "Bridge", checked: list[tuple[Event, str]]
+    bridge: "Bridge",
+    checked: list[tuple[Event, Translation]],
+    translations: list[Translation],
 ) -> tuple[int, int, int, int]:
     """Store the events per profile; return admitted, duplicate, stale, parked.
 
     A call's events go in ``SequenceNumber`` order (then ``Timestamp``), whatever
     order they came in, so that an earlier status is not taken for a late one.
+    What a callback teaches the routing memory is written with its events.
     """
-    if not checked:
-        return 0, 0, 0, 0
     settings = bridge.settings
+    learned = _learned(translations)
+    if not checked:
+        bridge.buffer.remember(learned, settings.dedupe_ttl_s)
+        return 0, 0, 0, 0
     store = routing.store_for(request.args, settings.memory_store_id)
-    groups: dict[str, list[Event]] = {}
-    for event, customer in checked:
+    recalled = {**_recall(bridge, translations), **learned}
+    groups: dict[str, tuple[list[Event], dict[str, str]]] = {}
+    for event, translation in checked:
+        customer = recalled.get(translation.recall) or translation.customer
         member = routing.member_for(request.args, store, customer)
-        groups.setdefault(member, []).append(event)
+        events, learn = groups.setdefault(member, ([], {}))
+        events.append(event)
+        if translation.learn in learned:
+            learn[translation.learn] = learned[translation.learn]
     totals = [0, 0, 0, 0]
-    for member, events in groups.items():
+    for member, (events, learn) in groups.items():
         rows = [
             (e.communication, e.status, e.rank, _json(e), e.dedupe)
             for e in in_order(events)
@@ -255,6 +270,7 @@ def _admit(
             linger_ms=settings.linger_ms,
             comm_ttl_s=settings.dedupe_ttl_s,
             park_ttl_s=settings.dead_letter_ttl_s,
+            learn=learn,
         )
         for i, count in enumerate(counts):
             totals[i] += count
@@ -263,11 +279,39 @@ def _admit(
     return totals[0], totals[1], totals[2], totals[3]
 
 
+def _learned(translations: list[Translation]) -> dict[str, str]:
+    """Return the customers this callback teaches, by routing memory key."""
+    return {t.learn: t.customer for t in translations if t.learn and t.customer}
+
+
+def _recall(bridge: "Bridge", translations: list[Translation]) -> dict[str, str]:
+    """Return the remembered customers events of this callback are routed to.
+
+    One Redis read, only for callbacks that ask (a Conversations receipt, a call's
+    child leg) and only when the URL names no profile, which would win anyway.
+    """
+    if request.args.get("profileId"):
+        return {}
+    keys = sorted({t.recall for t in translations if t.recall and t.events})
+
+    return bridge.buffer.recall(keys)
+
+
 def _count(
-    bridge: "Bridge", unknown: list[tuple[str, str]], shortened: list[str]
+    bridge: "Bridge",
+    unknown: list[tuple[str, str]],
+    shortened: list[str],
+    translations: list[Translation],
 ) -> None:
-    """Count unknown values and shortened fields; log each unknown once."""
+    """Count unknown values, shortened fields and what taught the routing memory.
+
+    Logs each unknown once.
+    """
     counters: dict[str, int] = {}
+    for translation in translations:
+        if not translation.events and translation.ignored in _COUNTED:
+            name = _COUNTED[translation.ignored]
+            counters[name] = counters.get(name, 0) + 1
     for kind, value in unknown:
         name = unknowns.field(kind, value)
         counters[name] = counters.get(name, 0) + 1

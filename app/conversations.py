@@ -2,9 +2,13 @@
 
 Two post-event webhooks are translated (Twilio's "Conversations Webhooks" docs):
 ``onDeliveryUpdated``, a delivery receipt for one message to one participant,
-and ``onMessageAdded``, a message posted to the conversation. Every other event
-type is acknowledged and counted, never forwarded. A conversation's id derives
-from its ``ConversationSid``, so every message of it lands in one conversation.
+and ``onMessageAdded``, a message posted to the conversation. A third,
+``onParticipantAdded``, gives no event but teaches the conversation's customer
+(``MessagingBinding.Address``), as a customer's own message does: receipts and
+the business's messages name no customer, and are routed to the one learned.
+Every other event type is acknowledged and counted, never forwarded. A
+conversation's id derives from its ``ConversationSid``, so every message of it
+lands in one conversation.
 """
 
 from collections.abc import Mapping
@@ -12,6 +16,7 @@ from datetime import datetime
 
 from app import addresses, ids
 from app.lifecycle import Event, Translation, body, first, parties, timestamp
+from app.routing import conversation_key, routable
 from app.translate import STATUSES, check_sid, error_fields, raise_missing
 
 KIND = "conversations"
@@ -23,6 +28,7 @@ _SOURCES = {"SMS": "SMS", "MMS": "MMS", "WHATSAPP": "WHATSAPP", "RCS": "RCS"}
 _SOURCES |= {"MESSENGER": "MESSENGER", "EMAIL": "EMAIL", "CHAT": "CHAT"}
 # What a Conversations message is when nothing names its channel.
 UNKNOWN_CHANNEL = "CONVERSATIONS"
+PARTICIPANT_ADDED = "onParticipantAdded"
 
 
 def translate(
@@ -32,24 +38,51 @@ def translate(
     event_type = first(form, ("EventType",))
     if not event_type:
         raise_missing("EventType", "Conversations")
-    if event_type not in ("onDeliveryUpdated", "onMessageAdded"):
+    if event_type not in ("onDeliveryUpdated", "onMessageAdded", PARTICIPANT_ADDED):
         return Translation.unknown_value(
             "conversations-event", event_type, "unknown_event_type"
         )
-    message = first(form, ("MessageSid",))
-    check_sid(message, ("MessageSid",), KIND)
     conversation = first(form, ("ConversationSid",))
     check_sid(conversation, ("ConversationSid",), KIND)
+    if event_type == PARTICIPANT_ADDED:
+        return _participant(form, conversation)
+    message = first(form, ("MessageSid",))
+    check_sid(message, ("MessageSid",), KIND)
     conversation_id = conversation_id or ids.conversation_id_of(conversation)
+    sids = (message, conversation, conversation_id)
 
     if event_type == "onDeliveryUpdated":
-        return _receipt(form, received, message, conversation_id)
+        return _receipt(form, received, *sids)
 
-    return _added(form, received, message, conversation_id)
+    return _added(form, received, *sids)
+
+
+def _participant(form: Mapping[str, str], conversation: str) -> Translation:
+    """Learn the customer a participant added on a messaging channel is.
+
+    ``MessagingBinding.Address`` is the participant's own phone or WhatsApp
+    address ("Conversation Participant Resource"); an SDK participant (an
+    agent, with an ``Identity``) has none, and teaches nothing.
+    """
+    _, address = addresses.split(first(form, ("MessagingBinding.Address",)))
+    if not routable(address):
+        return Translation(KIND, "", ignored="participant_without_address")
+
+    return Translation(
+        KIND,
+        "",
+        customer=address,
+        ignored="learned",
+        learn=conversation_key(conversation),
+    )
 
 
 def _receipt(
-    form: Mapping[str, str], received: datetime, message: str, conversation_id: str
+    form: Mapping[str, str],
+    received: datetime,
+    message: str,
+    conversation: str,
+    conversation_id: str,
 ) -> Translation:
     """Translate a delivery receipt: one message's status for one participant."""
     status = first(form, ("Status",)).lower()
@@ -77,11 +110,16 @@ def _receipt(
     why = f"onDeliveryUpdated Status {status!r} is a row of the table"
     event = Event(communication, status, row.rank, event_body, why=why)
 
-    return Translation(KIND, status, [event])
+    # A receipt names no customer: it goes to the one its conversation taught.
+    return Translation(KIND, status, [event], recall=conversation_key(conversation))
 
 
 def _added(
-    form: Mapping[str, str], received: datetime, message: str, conversation_id: str
+    form: Mapping[str, str],
+    received: datetime,
+    message: str,
+    conversation: str,
+    conversation_id: str,
 ) -> Translation:
     """Translate a message added: received from a customer, or added by us."""
     source = first(form, ("Source",)).upper()
@@ -109,7 +147,13 @@ def _added(
     why = f"onMessageAdded by {who} (Source {source or 'absent'}) is {status!r}"
     event = Event(message, status, row.rank, event_body, why=why)
 
-    return Translation(KIND, status, [event], customer=address if from_customer else "")
+    if not from_customer:
+        # The business's message: to the customer its conversation taught.
+        recall = conversation_key(conversation)
+        return Translation(KIND, status, [event], recall=recall)
+    learn = conversation_key(conversation) if routable(address) else ""
+
+    return Translation(KIND, status, [event], customer=address, learn=learn)
 
 
 def _looks_like_phone(address: str) -> bool:

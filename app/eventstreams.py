@@ -9,6 +9,7 @@ redelivered event is stored once.
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -108,14 +109,7 @@ def translate_event(
     translation = translate(kind, form, received, conversation_id)
     events = [_with_id(e, event["id"], name) for e in translation.events]
 
-    return Translation(
-        translation.kind,
-        translation.status,
-        events,
-        translation.customer,
-        translation.ignored,
-        translation.unknown,
-    )
+    return replace(translation, events=events)
 
 
 def form_of(kind: str, name: str, status: str, event: dict[str, Any]) -> dict[str, str]:

@@ -75,6 +75,8 @@ class Memory:
 
     last: dict[str, tuple[str, int]] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
+    # The routing memory: a Conversation's or a parent call's customer.
+    customers: dict[str, str] = field(default_factory=dict)
 
     def admit(self, event: Event) -> str:
         """Return why ``event`` would be dropped ('' if stored), remembering it."""
@@ -134,6 +136,7 @@ def _explain_all(
     """Return the lines for a callback's translations, in the order of admission."""
     lines = []
     customers = {}
+    learned = {t.learn: t.customer for t in translations if t.learn and t.customer}
     for translation in translations:
         if translation.unknown:
             kind, value = translation.unknown
@@ -141,8 +144,12 @@ def _explain_all(
                 f"  {translation.ignored} {value!r}: answered 2xx, not forwarded, "
                 f"counted as {unknowns.field(kind, value)}"
             )
+        elif translation.ignored:
+            lines.append(f"  {translation.ignored}: answered 2xx, not forwarded")
         for event in translation.events:
-            customers[id(event)] = translation.customer
+            customers[id(event)] = _customer(translation, query, memory, learned)
+    memory.customers.update(learned)
+    lines += [f"  remembers {k} is customer {v}" for k, v in learned.items()]
     events = in_order([e for t in translations for e in t.events])
     checked = []
     for event in events:  # the bridge checks them all before it stores any
@@ -162,12 +169,29 @@ def _explain_all(
             continue
         if cut:
             lines.append(f"  cut to fit the contract: {', '.join(cut)}")
-        customer = customers[id(event)]
+        customer, how = customers[id(event)]
         member = routing.member_for(query, store or "(MEMORY_STORE_ID)", customer)
-        where = f"profile {member}" if member else "parked (no customer phone)"
+        where = f"profile {member}{how}" if member else f"parked (no customer{how})"
         lines.append(
             f"  goes to {where}; ordered and deduplicated per {event.communication}"
         )
         lines.append("  " + json.dumps(body, ensure_ascii=False))
 
     return lines
+
+
+def _customer(
+    translation: Translation,
+    query: dict[str, str],
+    memory: Memory,
+    learned: dict[str, str],
+) -> tuple[str, str]:
+    """Return the customer a translation's events go to, and how it was found."""
+    if translation.recall and not query.get("profileId"):
+        known = {**memory.customers, **learned}.get(translation.recall)
+        if known:
+            return known, f" (the customer remembered for {translation.recall})"
+        if not translation.customer:
+            return "", f": none remembered for {translation.recall} yet"
+
+    return translation.customer, ""

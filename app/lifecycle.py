@@ -49,6 +49,11 @@ class Translation:
     ignored: str = ""  # why no event was made, when none was
     # (kind, value) to count as unknown:{kind}:{value}, when ignored for that
     unknown: tuple[str, str] | None = None
+    # Routing memory (app/routing.py): the key under which ``customer`` is worth
+    # remembering ("conv:CH…", "call:CA…"), and the key whose remembered customer
+    # routes these events instead of ``customer`` when one is known.
+    learn: str = ""
+    recall: str = ""
 
     @classmethod
     def unknown_value(cls, kind: str, value: str, reason: str) -> "Translation":

@@ -4,6 +4,12 @@ The store is the ``storeId`` query parameter, else MEMORY_STORE_ID. The profile
 is the ``profileId`` query parameter, else the customer's phone number, which
 the worker resolves through the Profiles Lookup endpoint. A buffer is keyed by
 the pair, written ``store/id:profileId`` or ``store/phone:+1…``.
+
+Some callbacks do not name their customer, so the bridge remembers who it was
+(in Redis, ``{prefix}:conv:{ConversationSid}`` and ``{prefix}:call:{CallSid}``):
+a Conversations receipt, or a message the business added, goes to the customer
+its conversation's ``onParticipantAdded`` or customer message named; a call's
+child leg (dialled to an agent) goes to its parent call's customer.
 """
 
 import re
@@ -58,10 +64,25 @@ def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
     profile = _id(query, "profileId")
     if profile:
         return f"{store}/id:{profile}"
-    if _PHONE.fullmatch(customer):
+    if routable(customer):
         return f"{store}/phone:{customer}"
 
     return ""
+
+
+def routable(customer: str) -> bool:
+    """Tell whether ``customer`` can name a profile (a phone the Lookup can find)."""
+    return bool(_PHONE.fullmatch(customer))
+
+
+def conversation_key(conversation_sid: str) -> str:
+    """Return the routing memory key of a Conversation's customer."""
+    return f"conv:{conversation_sid}"
+
+
+def call_key(call_sid: str) -> str:
+    """Return the routing memory key of a parent call's customer."""
+    return f"call:{call_sid}"
 
 
 def parse_member(member: str) -> tuple[str, str, str]:

@@ -7,12 +7,19 @@ they suit a single Redis server, not a cluster.
 
 # KEYS: due, buffer, stats, then one comm key per event.
 # ARGV: member ('' parks the events instead), due_at_ms, comm_ttl_ms, stats_ttl_s,
-#       park_ttl_s, then status, rank, event json, and the key that remembers
-#       the event's own id ('' when Twilio gave it none) for each event.
+#       park_ttl_s, n, then n pairs of a routing memory key and the customer to
+#       remember there (for comm_ttl_ms: a Conversation's or a parent call's),
+#       then status, rank, event json, and the key that remembers the event's
+#       own id ('' when Twilio gave it none) for each event.
 ADMIT = """
 local admitted, duplicate, stale = 0, 0, 0
+local learned = tonumber(ARGV[6])
+for j = 0, learned - 1 do
+  redis.call('SET', ARGV[7 + j * 2], ARGV[8 + j * 2], 'PX', ARGV[3])
+end
+local first = 7 + learned * 2
 for i = 4, #KEYS do
-  local a = 6 + (i - 4) * 4
+  local a = first + (i - 4) * 4
   local seen = redis.call('HMGET', KEYS[i], 's', 'r')
   local known = ARGV[a + 3] ~= '' and redis.call('EXISTS', ARGV[a + 3]) == 1
   if known or seen[1] == ARGV[a] then

@@ -26,6 +26,7 @@ from app.lifecycle import (
     sequence,
     timestamp,
 )
+from app.routing import call_key, routable
 
 __all__ = ["Event", "Translation", "STATUSES", "EVENT_TYPES", "translate"]
 
@@ -153,12 +154,33 @@ def translate(
     event_body.update(parties(sender, recipient))
     event_body.update(error_fields(form))
     why = f"{kind} {_STATUS_FIELDS[kind][0]} {raw_status!r} is a row of the table"
-    if form.get("ParentCallSid", "").strip():
-        why += f"; a child leg of {form['ParentCallSid'].strip()}, its own call"
+    parent = first(form, ("ParentCallSid",)) if kind == "voice" else ""
+    if parent:
+        why += f"; a child leg of {parent}, its own call"
     order = sequence(form.get("SequenceNumber", ""), event_body["timestamp"])
     event = Event(sid, raw_status, row.rank, event_body, order=order, why=why)
+    learn, recall = _call_routing(kind, sid, parent, customer)
 
-    return Translation(kind, raw_status, [event], customer=customer)
+    return Translation(
+        kind, raw_status, [event], customer=customer, learn=learn, recall=recall
+    )
+
+
+def _call_routing(kind: str, sid: str, parent: str, customer: str) -> tuple[str, str]:
+    """Return the routing memory keys a call teaches and reads ('' for none).
+
+    A child leg's ``To`` is whoever was dialled (an agent, often), so it goes to
+    its parent call's customer when the parent was seen; a parent call teaches
+    its customer under its own CallSid.
+    """
+    if kind != "voice":
+        return "", ""
+    if parent:
+        return "", call_key(parent) if SID.fullmatch(parent) else ""
+    if not routable(customer):
+        return "", ""
+
+    return call_key(sid), ""
 
 
 def check_sid(sid: str, names: tuple[str, ...], kind: str) -> None:

@@ -183,14 +183,16 @@ def test_an_unknown_status_is_counted_each_time_and_logged_once(client, redis, c
 
 
 def test_an_unknown_conversations_event_type_is_counted(client, redis):
-    """onParticipantAdded is answered 204 and counted, with no event."""
-    form = {"AccountSid": ACCOUNT_SID, "EventType": "onParticipantAdded"}
+    """onConversationStateUpdated is answered 204 and counted, with no event."""
+    form = {"AccountSid": ACCOUNT_SID, "EventType": "onConversationStateUpdated"}
     form["ConversationSid"] = "CH" + "0" * 32
 
     response = post_form(client, "/twilio/conversations", form)
 
     assert response.status_code == 204
-    assert counters(redis)["unknown:conversations-event:onParticipantAdded"] == 1
+    assert (
+        counters(redis)["unknown:conversations-event:onConversationStateUpdated"] == 1
+    )
 
 
 def test_a_child_leg_never_overwrites_its_parent(client, redis):

@@ -144,10 +144,10 @@ def test_an_api_message_with_a_phone_author_is_still_the_business():
 
 
 @pytest.mark.parametrize(
-    "event_type", ["onConversationAdded", "onParticipantAdded", "onMessageUpdated"]
+    "event_type", ["onConversationAdded", "onParticipantRemoved", "onMessageUpdated"]
 )
 def test_other_event_types_are_counted_not_forwarded(event_type):
-    """Event types other than the two translated give no event and are counted."""
+    """Event types other than the three read give no event and are counted."""
     translation = translate({"EventType": event_type}, RECEIVED)
 
     assert translation.events == []
@@ -180,3 +180,65 @@ def test_a_given_conversation_id_wins():
     [event] = translate(receipt("read"), RECEIVED, given).events
 
     assert event.body["conversationId"] == given
+
+
+def participant(address: str, **fields: str) -> dict[str, str]:
+    """Return an onParticipantAdded webhook for a participant at ``address``."""
+    form = {
+        "EventType": "onParticipantAdded",
+        "ConversationSid": CONVERSATION,
+        "ParticipantSid": PARTICIPANT,
+        "MessagingBinding.Address": address,
+        "MessagingBinding.ProxyAddress": "+15005550001",
+        "DateCreated": "2026-12-04T10:00:00.000Z",
+    }
+    return form | fields
+
+
+@pytest.mark.parametrize("address", [CUSTOMER, "whatsapp:" + CUSTOMER])
+def test_a_participant_added_teaches_the_conversations_customer(address):
+    """onParticipantAdded gives no event, is not unknown, and teaches the customer."""
+    translation = translate(participant(address), RECEIVED)
+
+    assert translation.events == []
+    assert translation.unknown is None
+    assert translation.ignored == "learned"
+    assert translation.customer == CUSTOMER
+    assert translation.learn == f"conv:{CONVERSATION}"
+
+
+def test_an_sdk_participant_teaches_nothing():
+    """A participant with an Identity and no address (an agent) teaches nothing."""
+    form = participant("", Identity="agent-jane")
+
+    translation = translate(form, RECEIVED)
+
+    assert translation.events == []
+    assert translation.unknown is None
+    assert translation.learn == ""
+    assert translation.ignored == "participant_without_address"
+
+
+def test_a_participant_added_without_a_conversation_is_refused():
+    """onParticipantAdded without a ConversationSid is a 400 naming it."""
+    with pytest.raises(CallbackError, match="ConversationSid"):
+        translate(participant(CUSTOMER, ConversationSid=""), RECEIVED)
+
+
+def test_a_receipt_asks_for_its_conversations_customer():
+    """A receipt names no customer and is routed by its conversation's memory."""
+    translation = translate(receipt("delivered"), RECEIVED)
+
+    assert translation.customer == ""
+    assert translation.recall == f"conv:{CONVERSATION}"
+    assert translation.learn == ""
+
+
+def test_a_business_message_asks_and_a_customer_message_teaches():
+    """The business's message reads the memory; a customer's message writes it."""
+    business = translate(added("agent-jane", "SDK"), RECEIVED)
+    customer = translate(added("whatsapp:" + CUSTOMER, "WHATSAPP"), RECEIVED)
+
+    assert (business.recall, business.learn) == (f"conv:{CONVERSATION}", "")
+    assert (customer.recall, customer.learn) == ("", f"conv:{CONVERSATION}")
+    assert customer.customer == CUSTOMER

@@ -177,3 +177,56 @@ def test_a_file_is_explained_as_posted_in_its_order(capsys, tmp_path):
     assert out.count("goes to profile") == 1
     assert out.count("dropped as stale") == 1
     assert out.count("dropped as a duplicate") == 1
+
+
+def test_a_learned_conversation_routes_the_receipts_explained_after_it(
+    capsys, tmp_path
+):
+    """onParticipantAdded then a receipt: the receipt goes to the learned customer."""
+    conversation = "CH" + "0" * 31 + "1"
+    receipt = (
+        f"EventType=onDeliveryUpdated&ConversationSid={conversation}"
+        f"&MessageSid=IM{'0' * 31}1&ParticipantSid=MB{'0' * 31}1&Status=read"
+    )
+    participant = (
+        f"EventType=onParticipantAdded&ConversationSid={conversation}"
+        f"&ParticipantSid=MB{'0' * 31}1"
+        "&MessagingBinding.Address=whatsapp%3A%2B15005550006"
+    )
+    path = tmp_path / "callbacks.txt"
+    later = receipt.replace(f"IM{'0' * 31}1", f"IM{'0' * 31}2")
+    path.write_text(f"{receipt}\n{participant}\n{later}\n")
+
+    out = run(capsys, str(path))
+
+    assert f"parked (no customer: none remembered for conv:{conversation} yet)" in out
+    assert "learned: answered 2xx, not forwarded" in out
+    assert f"remembers conv:{conversation} is customer +15005550006" in out
+    assert (
+        "goes to profile (MEMORY_STORE_ID)/phone:+15005550006 "
+        f"(the customer remembered for conv:{conversation})"
+    ) in out
+
+
+def test_a_child_leg_explained_after_its_parent_goes_to_the_parents_customer(
+    capsys, tmp_path
+):
+    """A child leg given after its parent call goes to the parent's customer."""
+    parent = (
+        f"CallSid={CALL}&CallStatus=in-progress&Direction=outbound-api"
+        "&From=%2B15005550001&To=%2B15005550006"
+    )
+    child = (
+        f"CallSid=CA{'0' * 31}2&CallStatus=ringing&Direction=outbound-dial"
+        f"&ParentCallSid={CALL}&From=%2B15005550001&To=%2B15005550009"
+    )
+    path = tmp_path / "calls.txt"
+    path.write_text(f"{child}\n{parent}\n{child.replace('ringing', 'completed')}\n")
+
+    out = run(capsys, str(path))
+
+    assert "goes to profile (MEMORY_STORE_ID)/phone:+15005550009;" in out
+    assert (
+        "goes to profile (MEMORY_STORE_ID)/phone:+15005550006 "
+        f"(the customer remembered for call:{CALL})"
+    ) in out

@@ -110,3 +110,61 @@ def test_an_event_streams_batch_and_a_receipt_reach_the_api_in_order(
     assert sent.event["recipient"]["address"] == OTHER
     assert sent.event["sender"]["address"] == "+15005550001"
     assert standin.rejected() == {}
+
+
+def test_a_receipt_of_a_learned_conversation_reaches_the_customers_profile(
+    start_bridge, standin
+):
+    """Through gunicorn and the worker: a participant teaches, its receipt follows."""
+    customer_profile = "mem_profile_01jf8x0m6ke3v9zq7r4t5w2y1d"
+    agent_profile = "mem_profile_01jf8x0m6ke3v9zq7r4t5w2y1e"
+    standin.set_profiles({CUSTOMER: customer_profile, OTHER: agent_profile})
+    bridge = start_bridge(linger_ms=200)
+    conversation = "CH" + "0" * 31 + "7"
+    participant = {
+        "AccountSid": ACCOUNT_SID,
+        "EventType": "onParticipantAdded",
+        "ConversationSid": conversation,
+        "ParticipantSid": "MB" + "0" * 31 + "7",
+        "MessagingBinding.Address": "whatsapp:" + CUSTOMER,
+        "MessagingBinding.ProxyAddress": "whatsapp:+15005550001",
+    }
+    receipt = {
+        "AccountSid": ACCOUNT_SID,
+        "EventType": "onDeliveryUpdated",
+        "ConversationSid": conversation,
+        "MessageSid": "IM" + "0" * 31 + "7",
+        "ParticipantSid": "MB" + "0" * 31 + "7",
+        "Status": "read",
+    }
+    parent = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": CALL,
+        "CallStatus": "in-progress",
+        "Direction": "outbound-api",
+        "From": "+15005550001",
+        "To": CUSTOMER,
+    }
+    child = parent | {
+        "CallSid": "CA" + "0" * 31 + "8",
+        "CallStatus": "completed",
+        "Direction": "outbound-dial",
+        "ParentCallSid": CALL,
+        "To": OTHER,  # the agent the call was dialled to
+    }
+
+    response = bridge.post("/twilio/conversations", participant)
+    assert response.status_code == 204
+    assert response.headers["X-Memory-Bridge"] == "learned"
+    assert bridge.post("/twilio/conversations", receipt).status_code == 204
+    assert bridge.post("/twilio/voice", parent).status_code == 204
+    assert bridge.post("/twilio/voice", child).status_code == 204
+
+    received = standin.wait_for_events(3, timeout=20)
+    assert {item.profile for item in received} == {customer_profile}
+    assert sorted(item.event["lifecycle"] for item in received) == [
+        "COMMUNICATION_ANSWERED",
+        "COMMUNICATION_COMPLETED",
+        "COMMUNICATION_READ",
+    ]
+    assert standin.rejected() == {}

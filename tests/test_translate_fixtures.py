@@ -87,3 +87,29 @@ def test_a_documented_callback_sent_twice_is_stored_once(client, redis, fixture)
 
     assert response.status_code == fixture["answer"]
     assert stored(redis) == first
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [f for f in FIXTURES if "learns" in f],
+    ids=[f["name"] for f in FIXTURES if "learns" in f],
+)
+def test_a_documented_participant_routes_the_conversations_receipts(
+    client, redis, fixture
+):
+    """The documented onParticipantAdded teaches the customer its receipts go to."""
+    response = send(client, fixture)
+
+    assert response.status_code == 204
+    assert counters(redis)[fixture["counted"]] == 1
+    for key, customer in fixture["learns"].items():
+        assert redis.get(f"mb:{key}") == customer.encode()
+    [documented] = [
+        f for f in FIXTURES if f["name"].endswith("onDeliveryUpdated, read")
+    ]
+    receipt = {**documented, "path": "/twilio/conversations"}  # no ?profileId=
+    assert send(client, receipt).status_code == 204
+    [customer] = fixture["learns"].values()
+    [event] = stored(redis)[f"phone:{customer}"]
+    assert event["lifecycle"] == "COMMUNICATION_READ"
+    assert schema_problems([event]) == []
