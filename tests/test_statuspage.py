@@ -149,30 +149,26 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings, s
     assert [u["store"] for u in s["upstream"]["stores"]] == [STORE]
 
 
-def test_dead_letters_show_the_newest_first_and_count_all(ops, redis, settings):
+def test_dead_letters_show_the_newest_first_and_count_all(
+    ops, redis, settings, standin
+):
     """Past the shown limit the page lists the newest letters; the count is all."""
-    from app.buffer import Batch
-
-    s = config.load(settings).check()
-    ids = []
-    for n in range(4):
-        member = f"{STORE}/id:mem_profile_{n:026d}"
-        batch = Batch(member, 3, 1_700_000_000_000, [])
-        event = json.dumps({"lifecycle": "COMMUNICATION_SENT", "n": n})
-        letter_id, body = deadletters.letter(
-            batch, [event], reason="retries_exhausted", error="500: down", status=500
-        )
-        redis.set(f"mb:dead:{letter_id}", body, ex=60)
-        redis.zadd("mb:dead", {letter_id: 1_700_000_000_000 + n})
-        ids.append(letter_id)
-    assert deadletters.count(redis, s) == 4
-
+    letters = [
+        dead_letter(ops, standin, settings, to=f"+1500555001{n}", events=1)
+        for n in range(3)
+    ]
     bridge = ops.application.extensions["memory_bridge"]
     count, shown = status.dead_letters(bridge, limit=2)
-    assert count == 4
-    assert [d["id"] for d in shown] == [ids[3], ids[2]]
-    assert shown[0]["member"] == f"{STORE}/id:mem_profile_{3:026d}"
-    assert shown[0]["attempts"] == 3 and shown[0]["reason"] == "retries_exhausted"
+    assert count == 3
+    assert [d["id"] for d in shown] == [letters[2]["id"], letters[1]["id"]]
+    assert [d["member"] for d in shown] == [
+        f"{STORE}/phone:********0012",
+        f"{STORE}/phone:********0011",
+    ]
+    assert status.snapshot(bridge, letters=0)["dead_letters"] == {
+        "count": 3,
+        "recent": [],
+    }
 
 
 def test_buffer_count_stops_at_its_cap(ops, redis, monkeypatch):
