@@ -207,9 +207,9 @@ def _letters(
     start = 0
     while True:
         page = redis.zrange(index, start, start + chunk - 1, desc=newest_first)
-        part = [i for i in (text(i) for i in page) if i not in seen]
         if not page:
             return
+        part = [i for i in (text(i) for i in page) if i not in seen]
         seen.update(part)
         raws = redis.mget([f"{index}:{i}" for i in part]) if part else []
         gone = [i for i, raw in zip(part, raws, strict=True) if raw is None]
