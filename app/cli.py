@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     web.set_defaults(func=_web)
     worker = sub.add_parser(
         "worker",
-        help="the worker process (RQ worker)",
+        help="the worker process (RQ worker and its scheduler)",
         description="Run the RQ worker that drains buffered events to the Memory "
         "API. Settings come from the environment; see README.md.",
     )

@@ -5,13 +5,20 @@ every process writes. Minutes older than two are folded once, atomically, into
 ``{p}:totals``, so the totals only grow and every web process answers the same.
 Gauges come from ``status.snapshot()``.
 
-Per-minute fields read here, beyond the ones buffer.py writes:
+Per-minute fields read here, as their writers write them:
 
-    callbacks:{kind}:{outcome}   one callback's answer (written by ``count_callback``)
-    batches:{outcome}:{status}   a batch's answer by HTTP status (the worker side)
-    latency_bucket:{le}          deliveries whose callback-to-202 time was at most
-                                 ``le`` seconds and above the next smaller bound
-    latency_sum_s, latency_count that histogram's sum and count
+    callbacks:{kind}:{outcome}   one callback's answer (``callback_counter``, here)
+    events_{outcome}             admitted, duplicate, stale (admit, app/scripts.py);
+                                 delivered, dead (settle)
+    unknown:{kind}:{value}       an unknown status or event type (app/unknowns.py)
+    shortened:{field}            a field cut to fit the contract (app/contract.py)
+    batches:{status}             each settled try by the API's last answer (0: none)
+    batches_delivered, batches_retried, dead_letters   settles by what they did
+    latency_le:{ms}              delivered batches whose oldest event waited at
+                                 most ``ms`` (and more than the bound below it;
+                                 app/buffer.py LATENCY_BOUNDS_MS, then +Inf)
+    latency_sum_ms, latency_count   that histogram's sum and count
+    drains                       drain jobs run (jobs/drain.py)
 """
 
 import contextlib
@@ -31,7 +38,8 @@ from prometheus_client.utils import floatToGoString
 from redis import RedisError
 
 from app import status
-from app.buffer import STATS_TTL_S, text
+from app.buffer import LATENCY_BOUNDS_MS, STATS_TTL_S, text
+from jobs.upstream import STATES
 
 if TYPE_CHECKING:
     from app import Bridge
@@ -97,20 +105,42 @@ def totals(bridge: "Bridge", now_ms: int | None = None) -> dict[str, float]:
 def families(bridge: "Bridge") -> Iterator[Metric]:
     """Yield every metric family, counters from the totals, gauges from Redis."""
     counts = totals(bridge)
-    yield from _callbacks(counts)
+    yield _labelled(
+        counts,
+        "callbacks",
+        "Callbacks by endpoint and answer (503s, when Redis is away, are not counted).",
+        ["kind", "outcome"],
+    )
     events = CounterMetricFamily(
         "memory_bridge_events", "Events by what became of them.", labels=["outcome"]
     )
     for outcome in ("admitted", "duplicate", "stale", "delivered", "dead"):
         events.add_metric([outcome], counts.get(f"events_{outcome}", 0.0))
     yield events
-    yield from _batches(counts)
+    yield _labelled(
+        counts,
+        "batches",
+        "Batch tries settled, by the Memory API's last answer (0: no answer).",
+        ["status"],
+    )
+    yield from _settles(counts)
     yield _latency(counts)
-    drains = CounterMetricFamily("memory_bridge_drains", "Drain jobs run.")
-    drains.add_metric([], counts.get("drains", 0.0))
-    yield drains
+    yield _labelled(
+        counts,
+        "unknown_values",
+        "Statuses and event types the bridge does not know, by kind and value.",
+        ["kind", "value"],
+        prefix="unknown",
+    )
+    yield _labelled(
+        counts,
+        "shortened_fields",
+        "Events with a field cut to fit the API, by field.",
+        ["field"],
+        prefix="shortened",
+    )
 
-    s = status.snapshot(bridge)
+    s = status.snapshot(bridge, letters=0)
     gauges = [
         ("buffered_events", "Events waiting in buffers.", s["buffer"]["events"]),
         ("due_profiles", "Profiles due or soon due.", s["buffer"]["due_profiles"]),
@@ -121,13 +151,7 @@ def families(bridge: "Bridge") -> Iterator[Metric]:
     ]
     for name, doc, value in gauges:
         yield GaugeMetricFamily(f"memory_bridge_{name}", doc, value=value)
-    upstream = GaugeMetricFamily(
-        "memory_bridge_upstream_state",
-        "1 for the Memory API's state.",
-        labels=["state"],
-    )
-    upstream.add_metric([s["upstream"]["state"]], 1)
-    yield upstream
+    yield from _upstream(s["upstream"])
 
 
 def _flying(snapshot: dict[str, Any]) -> int:
@@ -138,53 +162,74 @@ def _age(snapshot: dict[str, Any]) -> float:
     return float(snapshot["oldest_waiting"]["age_s"] or 0.0)
 
 
-def _callbacks(counts: dict[str, float]) -> Iterator[Metric]:
-    family = CounterMetricFamily(
-        "memory_bridge_callbacks",
-        "Callbacks by endpoint and answer (503s, when Redis is away, are not counted).",
-        labels=["kind", "outcome"],
-    )
-    for name, value in sorted(counts.items()):
-        if name.startswith("callbacks:") and name.count(":") == 2:
-            _, kind, outcome = name.split(":")
-            family.add_metric([kind, outcome], value)
-    yield family
+def _labelled(
+    counts: dict[str, float], name: str, doc: str, labels: list[str], prefix: str = ""
+) -> Metric:
+    """Return a counter of the ``{prefix}:{label}:…`` fields, one series per field.
+
+    ``prefix`` is the metric's ``name`` unless given; the last label takes the
+    rest of the field, colons and all (an unknown value may hold one).
+    """
+    family = CounterMetricFamily(f"memory_bridge_{name}", doc, labels=labels)
+    for field, value in sorted(counts.items()):
+        head, _, rest = field.partition(":")
+        values = rest.split(":", len(labels) - 1)
+        if head == (prefix or name) and rest and len(values) == len(labels):
+            family.add_metric(values, value)
+
+    return family
 
 
-def _batches(counts: dict[str, float]) -> Iterator[Metric]:
-    family = CounterMetricFamily(
-        "memory_bridge_batches",
-        "Batches posted, by what became of them and the API's HTTP status.",
-        labels=["outcome", "status"],
-    )
-    by_status = {n: v for n, v in counts.items() if n.startswith("batches:")}
-    for name, value in sorted(by_status.items()):
-        _, outcome, code = (name.split(":") + ["", ""])[:3]
-        family.add_metric([outcome, code], value)
-    if not by_status:  # until the worker counts by status: what buffer.py counts
-        family.add_metric(["delivered", "202"], counts.get("batches_delivered", 0.0))
-        family.add_metric(["retried", ""], counts.get("batches_retried", 0.0))
-    yield family
+def _settles(counts: dict[str, float]) -> Iterator[Metric]:
+    """Yield the counters of what settles did: delivered, retried, dead letters."""
+    for name, field, doc in (
+        ("batches_delivered", "batches_delivered", "Batches the API took (202)."),
+        ("batches_retried", "batches_retried", "Batch tries kept for a retry."),
+        ("dead_letters_written", "dead_letters", "Dead letters written."),
+        ("drains", "drains", "Drain jobs run."),
+    ):
+        family = CounterMetricFamily(f"memory_bridge_{name}", doc)
+        family.add_metric([], counts.get(field, 0.0))
+        yield family
 
 
 def _latency(counts: dict[str, float]) -> Metric:
-    buckets = sorted(
-        (float(n.split(":", 1)[1]), v)
-        for n, v in counts.items()
-        if n.startswith("latency_bucket:") and n.split(":", 1)[1] != "+Inf"
-    )
-    cumulative, running = [], 0.0
-    for bound, value in buckets:
-        running += value
-        cumulative.append((floatToGoString(bound), running))
-    cumulative.append(("+Inf", counts.get("latency_count", running)))
+    """Return the delivery latency histogram, its buckets made cumulative."""
+    buckets, running = [], 0.0
+    for bound_ms in LATENCY_BOUNDS_MS:
+        running += counts.get(f"latency_le:{bound_ms}", 0.0)
+        buckets.append((floatToGoString(bound_ms / 1000), running))
+    buckets.append(("+Inf", running + counts.get("latency_le:+Inf", 0.0)))
 
     return HistogramMetricFamily(
         "memory_bridge_delivery_latency_seconds",
-        "Time from receiving a callback to the Memory API's 202 for its event.",
-        buckets=cumulative,
-        sum_value=counts.get("latency_sum_s", 0.0),
+        "Time from storing a batch's oldest event to the Memory API's 202.",
+        buckets=buckets,
+        sum_value=counts.get("latency_sum_ms", 0.0) / 1000,
     )
+
+
+def _upstream(upstream: dict[str, Any]) -> Iterator[Metric]:
+    """Yield the Memory API's state, overall and per store: 1 for the current one."""
+    overall = GaugeMetricFamily(
+        "memory_bridge_upstream_state",
+        "The Memory API's worst state over the stores: 1 for the current one.",
+        labels=["state"],
+    )
+    for state in STATES:
+        overall.add_metric([state], 1 if upstream["state"] == state else 0)
+    yield overall
+    per_store = GaugeMetricFamily(
+        "memory_bridge_upstream_store_state",
+        "The Memory API's state for each store: 1 for the current one.",
+        labels=["store", "state"],
+    )
+    for one in upstream["stores"]:
+        for state in STATES:
+            per_store.add_metric(
+                [one["store"], state], 1 if one["state"] == state else 0
+            )
+    yield per_store
 
 
 class _Collector:

@@ -1,15 +1,12 @@
 """What the bridge holds right now, read from Redis: one ``snapshot()`` for all.
 
 The status page (HTML and JSON) and the Prometheus metrics are both drawn from
-``snapshot()``, so every web process answers the same. Two parts plug into the
-worker side's modules once they exist, each behind one small function here:
-dead letters (``dead_letters`` and ``replay_dead_letter``) and the upstream
-state (``upstream_state``).
+``snapshot()``, so every web process answers the same. Dead letters and the
+Memory API's state are the worker side's: they are read (and a dead letter
+replayed) only through ``jobs.deadletters`` and ``jobs.upstream``.
 """
 
-import hashlib
 import itertools
-import json
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 
 from app.buffer import text
-from app.logs import mask
+from app.logs import mask, redact
 from app.routing import parse_member
+from jobs import deadletters, upstream
 
 if TYPE_CHECKING:
     from app import Bridge
@@ -32,17 +30,14 @@ INFLIGHT_SAMPLE = 1000
 BUFFER_SCAN_MAX = 100_000
 DEAD_LETTERS_SHOWN = 50
 
-# ZADD LT: due now, even when the member already waits out its linger.
-_REPLAY = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return -1 end
-redis.call('RPUSH', KEYS[3], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[3])
-return #ARGV - 3
-"""
 
+def snapshot(
+    bridge: "Bridge", now_ms: int | None = None, letters: int = DEAD_LETTERS_SHOWN
+) -> dict[str, Any]:
+    """Return buffers, due profiles, batches in flight, dead letters and rates.
 
-def snapshot(bridge: "Bridge", now_ms: int | None = None) -> dict[str, Any]:
-    """Return buffers, due profiles, batches in flight, dead letters and rates."""
+    ``letters`` is how many of the newest dead letters to read (0: count only).
+    """
     now_ms = now_ms or int(time.time() * 1000)
     buffer = bridge.buffer
     redis, prefix = buffer.redis, buffer.prefix
@@ -60,7 +55,7 @@ def snapshot(bridge: "Bridge", now_ms: int | None = None) -> dict[str, Any]:
     if earliest_due:  # a member's due time is its first event's arrival + linger
         waiting_since.append(int(earliest_due[0][1]) - bridge.settings.linger_ms)
     oldest = min(waiting_since) if waiting_since else None
-    count, letters = dead_letters(bridge)
+    count, recent = dead_letters(bridge, letters)
 
     return {
         "at": _iso(now_ms),
@@ -78,7 +73,7 @@ def snapshot(bridge: "Bridge", now_ms: int | None = None) -> dict[str, Any]:
             "since": _iso(oldest) if oldest else None,
             "age_s": round(max(0, now_ms - oldest) / 1000, 1) if oldest else None,
         },
-        "dead_letters": {"count": count, "recent": letters},
+        "dead_letters": {"count": count, "recent": recent},
         "rates": rates(bridge, now_ms),
         "upstream": upstream_state(bridge),
     }
@@ -150,90 +145,89 @@ def rates(bridge: "Bridge", now_ms: int) -> dict[str, Any]:
     }
 
 
-def letter_id(letter: str) -> str:
-    """Return a dead letter's id: a digest of its stored JSON."""
-    return hashlib.sha256(letter.encode()).hexdigest()[:16]
-
-
 def dead_letters(
     bridge: "Bridge", limit: int = DEAD_LETTERS_SHOWN
 ) -> tuple[int, list[dict[str, Any]]]:
     """Return how many dead letters there are, and the newest few, for people.
 
-    Reads ``{prefix}:dead`` directly until the worker side's dead-letter module
-    offers a listing; the events themselves are not shown (they hold numbers).
+    The events themselves are not shown (they hold numbers), only their count;
+    the member's phone is masked to its last four digits.
     """
-    buffer = bridge.buffer
-    pipe = buffer.redis.pipeline(transaction=False)
-    pipe.llen(buffer.dead_key)
-    pipe.lrange(buffer.dead_key, 0, limit - 1)
-    count, raw = pipe.execute()
-    shown = []
-    for item in raw:
-        letter = text(item)
-        body = _parse(letter)
-        _, kind, value = parse_member(str(body.get("member", "")))
-        shown.append(
-            {
-                "id": letter_id(letter),
-                "reason": body.get("reason", ""),
-                "error": body.get("error", ""),
-                "store": body.get("store", ""),
-                "profile": mask(value) if kind == "phone" else value,
-                "events": len(body.get("events", [])),
-                "attempts": body.get("attempts", 0),
-                "dead_at": _iso(body["dead_at_ms"]) if "dead_at_ms" in body else None,
-            }
-        )
+    redis, settings = bridge.buffer.redis, bridge.settings
+    count = deadletters.count(redis, settings)
+    newest = deadletters.listing(redis, settings, limit=limit, newest_first=True)
 
-    return int(count), shown
+    return count, [_shown(letter) for letter in newest]
 
 
-def replay_dead_letter(bridge: "Bridge", wanted: str) -> int | None:
+def _shown(letter: dict[str, Any]) -> dict[str, Any]:
+    """Return what the page shows of one dead letter: no events, a masked phone."""
+    store, kind, value = parse_member(str(letter.get("member", "")))
+    dead_at_ms = letter.get("dead_at_ms")
+
+    return {
+        "id": letter["id"],
+        "reason": letter.get("reason", ""),
+        "error": redact(str(letter.get("error", ""))),
+        "status": letter.get("status"),
+        "attempts": letter.get("attempts", 0),
+        "store": store,
+        "member": f"{store}/{kind}:{mask(value) if kind == 'phone' else value}",
+        "events": len(letter.get("events", [])),
+        "dead_at": _iso(dead_at_ms) if dead_at_ms else None,
+    }
+
+
+def replay_dead_letter(bridge: "Bridge", letter_id: str) -> int | None:
     """Put a dead letter's events back in its profile's buffer, due now.
 
     Returns how many events went back, or None when no dead letter has that id
-    (already replayed, or expired). One Lua script, so a letter replayed twice
-    at once goes back once.
+    (already replayed, or expired). ``jobs.deadletters.replay`` is one script,
+    so a letter replayed twice at once goes back once.
     """
-    buffer = bridge.buffer
-    for item in buffer.redis.lrange(buffer.dead_key, 0, -1):
-        letter = text(item)
-        if letter_id(letter) != wanted:
-            continue
-        body = _parse(letter)
-        member, events = str(body.get("member", "")), body.get("events", [])
-        if not member or not events:
-            return None
-        stored = [
-            json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events
-        ]
-        keys = [buffer.dead_key, buffer.due_key, f"{buffer.prefix}:buf:{member}"]
-        now_ms = int(time.time() * 1000)
-        moved = int(
-            buffer.redis.eval(_REPLAY, 3, *keys, letter, now_ms, member, *stored)
-        )
-        return moved if moved >= 0 else None
+    redis, settings = bridge.buffer.redis, bridge.settings
+    letter = deadletters.find(redis, settings, letter_id)
+    if letter is None:
+        return None
+    if not deadletters.replay(redis, settings, letter_id=letter_id):
+        return None
 
-    return None
+    return len(letter.get("events", []))
 
 
 def upstream_state(bridge: "Bridge") -> dict[str, Any]:
-    """Return the Memory API's state as the worker sees it: ok, backing off, paused.
+    """Return the Memory API's state as the drains last saw it, per store.
 
-    Unknown until the worker side records it; the page and metrics show its
-    ``state`` and ``detail`` as given.
+    ``state`` is the worst of the stores' (ok, backing_off, paused); ``stores``
+    lists each store the worker has a state for, and MEMORY_STORE_ID.
     """
-    return {"state": "unknown", "detail": "the worker does not report it yet"}
+    found = upstream.states(bridge.buffer.redis, bridge.settings)
+    stores = [
+        {
+            "store": store,
+            "state": one.state,
+            "since": _iso(int(one.since * 1000)) if one.since else None,
+            "until": _iso(int(one.until * 1000)) if one.until else None,
+            "reason": redact(one.reason),
+        }
+        for store, one in sorted(found.items())
+    ]
+    worst = max((one.state for one in found.values()), key=_severity, default="ok")
+    paused = sum(1 for one in found.values() if one.state == "paused")
+    backing_off = sum(1 for one in found.values() if one.state == "backing_off")
+    if paused or backing_off:
+        detail = f"stores paused: {paused}, backing off: {backing_off}"
+    else:
+        detail = "no store is backing off or paused"
+
+    return {"state": worst, "detail": detail, "stores": stores}
 
 
-def _parse(letter: str) -> dict[str, Any]:
-    try:
-        body = json.loads(letter)
-    except ValueError:
-        return {}
+def _severity(state: str) -> int:
+    """Rank a state, best first; a state this page does not know ranks worst."""
+    known = upstream.STATES
 
-    return body if isinstance(body, dict) else {}
+    return known.index(state) if state in known else len(known)
 
 
 def _iso(ms: int) -> str:

@@ -12,9 +12,9 @@ or BRIDGE_RETRY_MAX_AGE_S), ``refused`` (the API answered 400 to these events),
 ``park``): parked events, a kind of their own.
 
 Replaying puts a letter's events back at the head of their member's buffer and
-marks it due, in one script; the drain then takes them like any others.
-The status page and ``memory-bridge dead-letters`` use ``summary``, ``listing``
-and ``replay``.
+makes it due now, in one script; the drain then takes them like any others.
+``memory-bridge dead-letters`` uses ``summary``, ``listing`` and ``replay``; the
+status page ``count``, ``listing`` (newest first), ``find`` and ``replay``.
 """
 
 import json
@@ -34,14 +34,15 @@ REASONS = ("retries_exhausted", "refused", "profile_gone", "profile_not_found")
 
 # KEYS: index, letter, due, buffer. ARGV: id, now_ms, member, then the events.
 # Returns how many events went back, or -1 if the letter was gone (replayed or
-# expired): a letter is replayed at most once.
+# expired): a letter is replayed at most once. ZADD LT: due now, even when the
+# member waits out its linger (a replay is an operator's request), never later.
 _REPLAY = """
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return -1
 end
 for i = #ARGV, 4, -1 do redis.call('LPUSH', KEYS[4], ARGV[i]) end
-redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], 'LT', ARGV[2], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return #ARGV - 3
@@ -99,6 +100,11 @@ def summary(redis: Redis, settings: config.Settings) -> dict[str, Any]:
     }
 
 
+def count(redis: Redis, settings: config.Settings) -> int:
+    """Return how many letters the index holds (one read, whatever their size)."""
+    return int(redis.zcard(f"{settings.key_prefix}:dead"))
+
+
 def listing(
     redis: Redis,
     settings: config.Settings,
@@ -106,10 +112,15 @@ def listing(
     store: str | None = None,
     reason: str | None = None,
     limit: int = 100,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Return up to ``limit`` letters, oldest first, with their events."""
-    found = []
-    for one in _letters(redis, settings.key_prefix):
+    """Return up to ``limit`` letters, oldest (or newest) first, with their events."""
+    found: list[dict[str, Any]] = []
+    if limit <= 0:
+        return found
+    page = min(limit, 200)
+    letters = _letters(redis, settings.key_prefix, page, newest_first=newest_first)
+    for one in letters:
         if (store and one["store"] != store) or (reason and one["reason"] != reason):
             continue
         found.append(one)
@@ -117,6 +128,15 @@ def listing(
             break
 
     return found
+
+
+def find(
+    redis: Redis, settings: config.Settings, letter_id: str
+) -> dict[str, Any] | None:
+    """Return one letter, or None when it was replayed or has expired."""
+    raw = redis.get(f"{settings.key_prefix}:dead:{letter_id}")
+
+    return None if raw is None else dict(json.loads(raw))
 
 
 def replay(
@@ -173,16 +193,29 @@ def _replay_one(redis: Redis, script: Any, prefix: str, letter_id: str) -> int:
     return 1 if int(back) >= 0 else 0
 
 
-def _letters(redis: Redis, prefix: str, chunk: int = 200) -> Iterator[dict[str, Any]]:
-    """Yield every letter that has not expired, oldest first."""
+def _letters(
+    redis: Redis, prefix: str, chunk: int = 200, *, newest_first: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Yield every letter that has not expired, oldest (or newest) first.
+
+    The index is read a page at a time, so a caller that stops early (a listing
+    with a limit) reads only the letters it needs; a letter that moves between
+    pages (another letter written or replayed meanwhile) is yielded once.
+    """
     index = f"{prefix}:dead"
-    ids = [text(i) for i in redis.zrange(index, 0, -1)]
-    for start in range(0, len(ids), chunk):
-        part = ids[start : start + chunk]
-        raws = redis.mget([f"{index}:{i}" for i in part])
+    seen: set[str] = set()
+    start = 0
+    while True:
+        page = redis.zrange(index, start, start + chunk - 1, desc=newest_first)
+        if not page:
+            return
+        part = [i for i in (text(i) for i in page) if i not in seen]
+        seen.update(part)
+        raws = redis.mget([f"{index}:{i}" for i in part]) if part else []
         gone = [i for i, raw in zip(part, raws, strict=True) if raw is None]
         if gone:
             redis.zrem(index, *gone)
+        start += len(page) - len(gone)
         for raw in raws:
             if raw is not None:
                 yield json.loads(raw)

@@ -112,7 +112,10 @@ class Delivery:
                 batch, "delivered", status=202, delivered=len(sent.delivered)
             )
 
-        return self._dead_part(batch, sent, sent.refused, "refused", "delivered", 400)
+        # A batch the API refused whole is a dead letter, not a delivered batch.
+        kind = "delivered" if sent.delivered else "dead"
+
+        return self._dead_part(batch, sent, sent.refused, "refused", kind, 400)
 
     def _failed(self, batch: Batch, sent: Sending) -> Outcome:
         """Some events are still to send: pause, retry later, or give up.

@@ -26,6 +26,9 @@ from app.logs import log
 logger = logging.getLogger(__name__)
 
 AUTH_STATUSES = (401, 403)
+# Every state a store can be in, best to worst; the status page and /metrics
+# show these names.
+STATES = ("ok", "backing_off", "paused")
 # A pause outlives any probe interval; it is refreshed at every probe.
 PAUSED_TTL_S = 7 * 24 * 3600
 

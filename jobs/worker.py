@@ -4,6 +4,8 @@ Between jobs, RQ's worker blocks on its queue. ``BridgeWorker`` wakes from that
 wait every BRIDGE_POLL_MS (or sooner, when the next buffer falls due), and if a
 buffer or a retry is due and no drain job is waiting, it queues one. So the web
 never touches RQ, and a drain runs only when there is something to deliver.
+It runs RQ's scheduler as ``jobs.scheduler.Scheduler``, which stops by itself
+when this process dies.
 """
 
 import logging
@@ -14,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis, RedisError
 from rq import Queue
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -23,6 +26,7 @@ from app import config, logs
 from app.buffer import Buffer, connect
 from app.errors import ConfigError
 from jobs.drain import drain, queued_key, stop_claiming
+from jobs.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,25 @@ class BridgeWorker(HerokuWorker):
 
         return None
 
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """Start RQ's scheduler as RQ does, as one that stops when this process dies."""
+        level = logging_level if logging_level is not None else self.log.level
+        self.scheduler = Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.begin(burst)
+
     def request_stop_sigrtmin(self, signum: Any, frame: Any) -> None:
         """In the work horse, on the worker's SIGTERM: stop claiming, then as RQ does.
 
@@ -190,9 +213,9 @@ def run() -> None:
         worker = _worker(settings, redis)
         started = time.monotonic()
         try:
-            # No RQ scheduler: the bridge schedules no jobs (the Pump queues
-            # drains), and RQ's scheduler child outlives a SIGKILLed worker.
-            worker.work(with_scheduler=False, logging_level=settings.log_level.upper())
+            # The Pump queues the drains; RQ's scheduler serves jobs queued for
+            # later (enqueue_at, enqueue_in), and stops if this process dies.
+            worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
         except RedisError as error:
             logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
         if worker.stopping:

@@ -8,12 +8,16 @@ tests/artifacts/status.png.
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from test_drain import event
 
-from app import status
+from app import config
+from app.buffer import Buffer
 from conftest import STORE, message
+from jobs import deadletters
 
 pytestmark = pytest.mark.e2e
 
@@ -45,29 +49,29 @@ def browser():
 
 
 def test_status_page_shows_the_state_and_replays_a_dead_letter(
-    start_bridge, standin, redis, browser
+    start_bridge, standin, redis, settings, browser
 ):
-    """A person sees buffered events and a dead letter, presses Replay, sees it go."""
+    """The worker dead-letters an event the API refuses; a person sees it and the
+    buffered events, presses Replay, and the worker delivers it at once."""
     bridge = start_bridge(
         linger_ms=600_000, dashboard_username=USER, dashboard_password=PASSWORD
     )
+    member = f"{STORE}/phone:+15005550000"
+    standin.refuse("errorCode", "30003", "recipient +15005550000 is not accepted.")
+    refused = json.dumps({**event(0), "errorCode": "30003"})
+    Buffer(redis).admit(
+        member, [("SM" + "f" * 32, "failed", 8, refused)], linger_ms=0, comm_ttl_s=60
+    )
+    s = config.load(settings).check()
+    deadline = time.monotonic() + 30
+    while not deadletters.count(redis, s) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [letter] = deadletters.listing(redis, s)
+    assert letter["reason"] == "refused" and letter["member"] == member
+    standin.reset()
     for n in range(3):
         form = message(f"SM{n:032d}", "sent", to=f"+1500555000{n}")
         assert bridge.post("/twilio/messaging", form).status_code == 204
-    member = f"{STORE}/phone:+15005550000"
-    [event] = redis.lrange(f"mb:buf:{member}", 0, -1)
-    letter = json.dumps(
-        {
-            "reason": "profile_not_found",
-            "error": "Lookup found no profile",
-            "store": STORE,
-            "member": member,
-            "attempts": 1,
-            "dead_at_ms": 1_790_000_000_000,
-            "events": [json.loads(event)],
-        }
-    )
-    redis.lpush("mb:dead", letter)
 
     page = browser.new_page(
         http_credentials={"username": USER, "password": PASSWORD},
@@ -78,9 +82,11 @@ def test_status_page_shows_the_state_and_replays_a_dead_letter(
     assert page.inner_text("#buffered b") == "3"
     assert page.inner_text("#due b") == "3"
     assert page.inner_text("#dead b") == "1"
-    assert "unknown" in page.inner_text("#upstream")
-    row = page.locator(f'tr[data-letter="{status.letter_id(letter)}"]')
-    assert "profile_not_found" in row.inner_text()
+    assert page.inner_text("#upstream span").strip() == "ok"
+    row = page.locator(f'tr[data-letter="{letter["id"]}"]')
+    shown = row.inner_text()
+    for part in ("refused", "phone:********0000", "recipient ********0000", STORE):
+        assert part in shown, part
     assert "+15005550000" not in page.content()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "status.png"), full_page=True)
@@ -88,9 +94,14 @@ def test_status_page_shows_the_state_and_replays_a_dead_letter(
     row.get_by_role("button", name="Replay").click()
     page.wait_for_selector("#replayed")
     assert page.inner_text("#dead b") == "0"
-    assert redis.llen("mb:dead") == 0
-    # The replayed event made its profile due now: the worker sends that buffer.
-    [batch] = {b.profile: b for b in standin.wait_for_events(2, timeout=30)}.values()
+    assert deadletters.count(redis, s) == 0
+    # The replay made its lingering profile due now: the worker sends that buffer,
+    # the replayed event first.
+    standin.wait_for_events(2, timeout=30)
+    [batch] = standin.batches()
+    assert batch.events[0] == letter["events"][0]
+    assert len(batch.events) == 2
+    assert batch.events[1]["recipient"]["address"] == "+15005550000"
     page.reload()
     assert page.inner_text("#buffered b") == "2"
     rows = page.locator("#minutes tr").all()[1:]

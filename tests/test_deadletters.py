@@ -101,3 +101,18 @@ def test_cli_lists_and_replays(parked, redis, monkeypatch, capsys):
     assert main(["dead-letters", "replay", "--all"]) == 0
     assert "2 dead letters replayed" in capsys.readouterr().out
     assert redis.zcard("mb:dead") == 0
+
+
+def test_the_index_is_read_a_page_at_a_time(parked, redis):
+    """Read a page at a time, newest first or oldest first, every live letter comes
+    once and an expired one leaves the index; a limit stops the reading early."""
+    oldest_first = deadletters.listing(redis, parked)
+    ids = [one["id"] for one in oldest_first]
+    redis.delete(f"mb:dead:{ids[1]}")
+    paged = deadletters._letters(redis, "mb", chunk=1, newest_first=True)
+    assert [one["id"] for one in paged] == [ids[2], ids[0]]
+    assert redis.zcard("mb:dead") == 2
+    [newest] = deadletters.listing(redis, parked, limit=1, newest_first=True)
+    assert newest["id"] == ids[2]
+    assert deadletters.count(redis, parked) == 2
+    assert deadletters.listing(redis, parked, limit=0) == []

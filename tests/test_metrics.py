@@ -1,12 +1,16 @@
 """Prometheus metrics: counters folded from the per-minute stats, gauges from Redis."""
 
+import json
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_drain import event
 
-from app import create_app, metrics
-from conftest import message, post
+from app import config, create_app, metrics
+from app.buffer import Buffer, connect
+from conftest import STORE, message, post
+from jobs.drain import Drainer
 
 TOKEN = "metrics-token-123"
 
@@ -98,7 +102,12 @@ def test_callbacks_and_events_are_counted_by_outcome(ops, redis):
     }
     assert m[("memory_bridge_buffered_events", ())] == 2
     assert m[("memory_bridge_due_profiles", ())] == 1
-    assert m[("memory_bridge_upstream_state", (("state", "unknown"),))] == 1
+    upstream = {
+        dict(k[1])["state"]: v
+        for k, v in m.items()
+        if k[0] == "memory_bridge_upstream_state"
+    }
+    assert upstream == {"ok": 1, "backing_off": 0, "paused": 0}
 
 
 def test_totals_fold_old_minutes_once_and_never_go_down(ops, redis):
@@ -133,60 +142,183 @@ def test_a_process_behind_another_does_not_count_folded_minutes_twice(ops, redis
     assert ahead["events_admitted"] == behind["events_admitted"] == 23
 
 
-def test_batches_and_latency_come_from_the_worker_fields(ops, redis):
-    """batches:{outcome}:{status} and latency_bucket:{le} become labelled series."""
+def series(samples, name):
+    """Return {label values: value} of one metric's samples."""
+    return {
+        tuple(v for _, v in labels): value
+        for (sample, labels), value in samples.items()
+        if sample == name
+    }
+
+
+def drain_until_settled(settings, redis, timeout=30.0):
+    """Run drains, as the Pump would, until nothing is due or leased; count them."""
+    s = config.load(settings).check()
+    drainer = Drainer(s, connect(s.redis_url))
+    deadline = time.monotonic() + timeout
+    runs = 0
+    while time.monotonic() < deadline:
+        drainer.run()
+        runs += 1
+        if not redis.zcard("mb:leases") and not redis.zcard("mb:due"):
+            return runs
+        time.sleep(0.05)
+    raise AssertionError("the drains did not settle every batch in time")
+
+
+def test_a_real_drain_is_counted_exactly(ops, redis, settings, standin):
+    """Three profiles' batches meet a 429, a 500 and a refused event, then 202s:
+    /metrics counts each settled try by status, and the events, batches, dead
+    letters, drains and latencies the worker recorded."""
+    for n, (to, status) in enumerate(
+        [
+            ("+15005550010", "sent"),
+            ("+15005550010", "sent"),
+            ("+15005550011", "sent"),
+            ("+15005550012", "sent"),
+            ("+15005550012", "sent"),
+            ("+15005550012", "failed"),
+        ]
+    ):
+        form = message(f"SM{n:032d}", status, to=to)
+        if status == "failed":
+            form["ErrorCode"] = "30003"
+        assert post(ops, "/twilio/messaging", form).status_code == 204
+    standin.refuse("errorCode", "30003")
+    standin.script(status=429, count=1, retry_after=0)
+    standin.script(status=500, count=1)
+
+    runs = drain_until_settled(settings, redis)
+
+    # Two of the three first POSTs meet the 429 and the 500 and are retried. The
+    # batch of three holding the refused event is split (400, then [1] 202,
+    # [2] 400, then 202 and 400) whether or not it met a fault first.
+    assert standin.rejected() == {429: 1, 500: 1, 400: 3}
+    assert len(standin.events()) == 5
+    m = scrape(ops)
+    assert series(m, "memory_bridge_batches_total") == {
+        ("202",): 2,
+        ("400",): 1,
+        ("429",): 1,
+        ("500",): 1,
+    }
+    assert m[("memory_bridge_batches_delivered_total", ())] == 3
+    assert m[("memory_bridge_batches_retried_total", ())] == 2
+    assert m[("memory_bridge_dead_letters_written_total", ())] == 1
+    assert m[("memory_bridge_dead_letters", ())] == 1
+    assert m[("memory_bridge_drains_total", ())] == runs
+    events = series(m, "memory_bridge_events_total")
+    assert events == {
+        ("admitted",): 6,
+        ("duplicate",): 0,
+        ("stale",): 0,
+        ("delivered",): 5,
+        ("dead",): 1,
+    }
+    h = "memory_bridge_delivery_latency_seconds"
+    assert m[(f"{h}_count", ())] == 3
+    assert m[(f"{h}_bucket", (("le", "+Inf"),))] == 3
+    assert m[(f"{h}_bucket", (("le", "300.0"),))] == 3
+    assert 0 < m[(f"{h}_sum", ())] < 3 * 30
+    assert m[("memory_bridge_buffered_events", ())] == 0
+    assert m[("memory_bridge_batches_in_flight", ())] == 0
+
+
+def test_delivery_latency_is_a_cumulative_histogram_in_seconds(
+    ops, redis, settings, standin
+):
+    """Batches whose events were stored 15, 40 and 200 s ago land in the 30, 60 and
+    300 s buckets; each bucket counts those below it too, the sum is in seconds."""
+    buffer = Buffer(redis)
+    now_ms = int(time.time() * 1000)
+    for n, ago_s in enumerate((15, 40, 200)):
+        row = (f"SM{n:032d}", "sent", 4, json.dumps(event(n)))
+        member = f"{STORE}/id:mem_profile_{n:026d}"
+        buffer.admit(
+            member, [row], linger_ms=0, comm_ttl_s=60, now_ms=now_ms - ago_s * 1000
+        )
+
+    drain_until_settled(settings, redis)
+
+    m = scrape(ops)
+    h = "memory_bridge_delivery_latency_seconds"
+    buckets = {
+        dict(labels)["le"]: value
+        for (name, labels), value in m.items()
+        if name == f"{h}_bucket"
+    }
+    assert buckets == {
+        "0.1": 0,
+        "0.25": 0,
+        "0.5": 0,
+        "1.0": 0,
+        "2.5": 0,
+        "5.0": 0,
+        "10.0": 0,
+        "30.0": 1,
+        "60.0": 2,
+        "300.0": 3,
+        "+Inf": 3,
+    }
+    assert m[(f"{h}_count", ())] == 3
+    assert 255 <= m[(f"{h}_sum", ())] < 255 + 3 * 10
+    fields = {k.decode() for k in redis.hkeys(f"mb:stats:{now_ms // 60000}")}
+    fields |= {k.decode() for k in redis.hkeys(f"mb:stats:{now_ms // 60000 + 1}")}
+    assert {"latency_le:30000", "latency_le:60000", "latency_le:300000"} <= fields
+
+
+def test_worker_fields_become_series_as_written(ops, redis):
+    """The fields the worker and the web write, set by hand, read back one to one:
+    latency_le:{ms} made cumulative, batches:{status}, unknown and shortened."""
     key = f"mb:stats:{int(time.time() * 1000) // 60000}"
     redis.hset(
         key,
         mapping={
-            "batches:delivered:202": 4,
-            "batches:retry:429": 2,
-            "batches:retry:503": 1,
-            "latency_bucket:0.5": 3,
-            "latency_bucket:2": 2,
-            "latency_bucket:10": 1,
-            "latency_count": 7,
-            "latency_sum_s": 12.5,
+            "batches:202": 4,
+            "batches:0": 2,
+            "latency_le:100": 2,
+            "latency_le:2500": 1,
+            "latency_le:+Inf": 1,
+            "latency_count": 4,
+            "latency_sum_ms": 402_650,
+            "unknown:voice:on-hold": 3,
+            "unknown:event-type:com.example:odd": 1,
+            "shortened:errorMessage": 5,
         },
     )
     m = scrape(ops)
-    batches = {
-        tuple(dict(k[1]).values()): v
-        for k, v in m.items()
-        if k[0] == "memory_bridge_batches_total"
-    }
-    assert batches == {
-        ("delivered", "202"): 4,
-        ("retry", "429"): 2,
-        ("retry", "503"): 1,
-    }
+    assert series(m, "memory_bridge_batches_total") == {("202",): 4, ("0",): 2}
     h = "memory_bridge_delivery_latency_seconds"
-    assert m[(f"{h}_bucket", (("le", "0.5"),))] == 3
-    assert m[(f"{h}_bucket", (("le", "2.0"),))] == 5
-    assert m[(f"{h}_bucket", (("le", "10.0"),))] == 6
-    assert m[(f"{h}_bucket", (("le", "+Inf"),))] == 7
-    assert m[(f"{h}_count", ())] == 7
-    assert m[(f"{h}_sum", ())] == 12.5
+    assert m[(f"{h}_bucket", (("le", "0.1"),))] == 2
+    assert m[(f"{h}_bucket", (("le", "1.0"),))] == 2
+    assert m[(f"{h}_bucket", (("le", "2.5"),))] == 3
+    assert m[(f"{h}_bucket", (("le", "300.0"),))] == 3
+    assert m[(f"{h}_bucket", (("le", "+Inf"),))] == 4
+    assert m[(f"{h}_count", ())] == 4
+    assert m[(f"{h}_sum", ())] == 402.65
+    assert series(m, "memory_bridge_unknown_values_total") == {
+        ("event-type", "com.example:odd"): 1,
+        ("voice", "on-hold"): 3,
+    }
+    assert series(m, "memory_bridge_shortened_fields_total") == {("errorMessage",): 5}
 
 
-def test_batches_fall_back_to_the_existing_counters(ops, redis):
-    """Without per-status fields, delivered and retried batches are still shown."""
-    key = f"mb:stats:{int(time.time() * 1000) // 60000}"
-    redis.hset(key, mapping={"batches_delivered": 3, "batches_retried": 2})
+def test_unknown_statuses_and_shortened_fields_are_counted(ops, redis):
+    """Callbacks with unknown statuses and an over-long ErrorMessage are counted
+    per value and per field in /metrics."""
+    for n, status in enumerate(("on-fire", "on-fire", "teleported")):
+        form = message(f"SM{n:032d}", status)
+        assert post(ops, "/twilio/messaging", form).status_code == 204
+    long = message("SM" + "9" * 32, "failed", ErrorCode="30008", ErrorMessage="x" * 600)
+    assert post(ops, "/twilio/messaging", long).status_code == 204
+
     m = scrape(ops)
-    assert (
-        m[
-            (
-                "memory_bridge_batches_total",
-                (("outcome", "delivered"), ("status", "202")),
-            )
-        ]
-        == 3
-    )
-    assert (
-        m[("memory_bridge_batches_total", (("outcome", "retried"), ("status", "")))]
-        == 2
-    )
+    assert series(m, "memory_bridge_unknown_values_total") == {
+        ("messaging", "on-fire"): 2,
+        ("messaging", "teleported"): 1,
+    }
+    assert series(m, "memory_bridge_shortened_fields_total") == {("errorMessage",): 1}
+    assert series(m, "memory_bridge_events_total")[("admitted",)] == 1
 
 
 def test_every_web_process_answers_the_same(settings, redis):

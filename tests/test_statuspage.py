@@ -3,11 +3,15 @@
 import base64
 import json
 import time
+import uuid
 
 import pytest
 
-from app import create_app, status
+from app import config, create_app, status
+from app.buffer import connect
 from conftest import CUSTOMER, STORE, message, post
+from jobs import deadletters, upstream
+from jobs.drain import Drainer
 
 MEMBER = f"{STORE}/phone:{CUSTOMER}"
 USER, PASSWORD, TOKEN = "ops", "status-pw-123", "metrics-token-123"
@@ -31,19 +35,24 @@ def ops(settings, redis):
     return create_app(overrides).test_client()
 
 
-def dead_letter(redis, member=MEMBER, events=2, reason="profile_not_found"):
-    """Push a dead letter shaped like the drain's onto mb:dead; return its JSON."""
-    body = {
-        "reason": reason,
-        "error": "Lookup found no profile",
-        "store": STORE,
-        "member": member,
-        "attempts": 1,
-        "dead_at_ms": 1_700_000_000_000,
-        "events": [{"lifecycle": "COMMUNICATION_SENT", "n": n} for n in range(events)],
-    }
-    letter = json.dumps(body)
-    redis.lpush("mb:dead", letter)
+def dead_letter(ops, standin, settings, to=CUSTOMER, events=2):
+    """Make a dead letter as the worker does; return it as jobs.deadletters lists it.
+
+    ``events`` callbacks are posted for the customer ``to``; the stand-in refuses
+    each of their events with a 400 whose message names the customer's number,
+    and a drain splits the batch and dead-letters the refused events.
+    """
+    for _ in range(events):
+        form = message("SM" + uuid.uuid4().hex, "sent", to=to)
+        assert post(ops, "/twilio/messaging", form).status_code == 204
+    standin.refuse("communicationStatus", "SENT", f"recipient {to} is not accepted.")
+    s = config.load(settings).check()
+    redis = connect(s.redis_url)
+    Drainer(s, redis).run()
+    standin.reset()
+    [letter] = deadletters.listing(redis, s, limit=1, newest_first=True)
+    assert letter["reason"] == "refused" and len(letter["events"]) == events
+
     return letter
 
 
@@ -86,8 +95,9 @@ def test_username_without_password_stops_start_up(settings, redis):
         create_app({**settings, "dashboard_username": "ops"})
 
 
-def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
+def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings, standin):
     """Two buffered profiles, one batch in flight, one dead letter: all counted."""
+    letter = dead_letter(ops, standin, settings, to="+15005550008", events=2)
     assert (
         post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code
         == 204
@@ -107,7 +117,6 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
         mapping={"first_ms": now - 30_000, "attempts": 2, "retry_at_ms": now + 60_000},
     )
     redis.zadd("mb:leases", {f"{STORE}/id:x": now + 60_000})
-    dead_letter(redis)
 
     bridge = ops.application.extensions["memory_bridge"]
     s = status.snapshot(bridge, now_ms=now)
@@ -124,10 +133,42 @@ def test_snapshot_counts_buffers_flight_and_dead_letters(ops, redis, settings):
     assert 29 <= s["oldest_waiting"]["age_s"] <= 31
     assert s["dead_letters"]["count"] == 1
     [shown] = s["dead_letters"]["recent"]
-    assert shown["profile"] == "********0006"
-    assert shown["events"] == 2 and shown["reason"] == "profile_not_found"
-    assert sum(m.get("events_admitted", 0) for m in s["rates"]["minutes"]) == 3
-    assert s["upstream"]["state"] == "unknown"
+    assert shown == {
+        "id": letter["id"],
+        "reason": "refused",
+        "error": "400: events[0]: recipient ********0008 is not accepted.",
+        "status": 400,
+        "attempts": 1,
+        "store": STORE,
+        "member": f"{STORE}/phone:********0008",
+        "events": 2,
+        "dead_at": status._iso(letter["dead_at_ms"]),
+    }
+    assert sum(m.get("events_admitted", 0) for m in s["rates"]["minutes"]) == 5
+    assert s["upstream"]["state"] == "ok"
+    assert [u["store"] for u in s["upstream"]["stores"]] == [STORE]
+
+
+def test_dead_letters_show_the_newest_first_and_count_all(
+    ops, redis, settings, standin
+):
+    """Past the shown limit the page lists the newest letters; the count is all."""
+    letters = [
+        dead_letter(ops, standin, settings, to=f"+1500555001{n}", events=1)
+        for n in range(3)
+    ]
+    bridge = ops.application.extensions["memory_bridge"]
+    count, shown = status.dead_letters(bridge, limit=2)
+    assert count == 3
+    assert [d["id"] for d in shown] == [letters[2]["id"], letters[1]["id"]]
+    assert [d["member"] for d in shown] == [
+        f"{STORE}/phone:********0012",
+        f"{STORE}/phone:********0011",
+    ]
+    assert status.snapshot(bridge, letters=0)["dead_letters"] == {
+        "count": 3,
+        "recent": [],
+    }
 
 
 def test_buffer_count_stops_at_its_cap(ops, redis, monkeypatch):
@@ -146,16 +187,17 @@ def test_buffer_count_stops_at_its_cap(ops, redis, monkeypatch):
     assert "≥ 6" in html
 
 
-def test_status_json_and_html_show_the_same_numbers(ops, redis):
+def test_status_json_and_html_show_the_same_numbers(ops, redis, settings, standin):
     """/status?format=json is the snapshot; the HTML shows its counts and buttons."""
+    letter = dead_letter(ops, standin, settings, events=1)
     assert (
         post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code
         == 204
     )
-    letter = dead_letter(redis)
     data = ops.get("/status?format=json", headers=basic()).get_json()
     assert data["buffer"]["events"] == 1
     assert data["dead_letters"]["count"] == 1
+    assert data["dead_letters"]["recent"][0]["id"] == letter["id"]
     also = ops.get("/status", headers={**basic(), "Accept": "application/json"})
     assert also.get_json()["buffer"]["events"] == 1
 
@@ -163,20 +205,24 @@ def test_status_json_and_html_show_the_same_numbers(ops, redis):
     assert ">1<" in html.split('id="buffered"')[1].split("</div>")[0].replace(
         "<b>", ">"
     )
-    assert f"/status/dead-letters/{status.letter_id(letter)}/replay" in html
+    row = html.split(f'data-letter="{letter["id"]}"')[1].split("</tr>")[0]
+    assert f"/status/dead-letters/{letter['id']}/replay" in row
+    for shown in (letter["id"], "refused", "phone:********0006", STORE, ">1<"):
+        assert shown in row, shown
+    assert "recipient ********0006 is not accepted." in row
     assert CUSTOMER not in html
 
 
-def test_replay_puts_the_events_back_once(ops, redis):
+def test_replay_puts_the_events_back_once(ops, redis, settings, standin):
     """Replaying a dead letter moves its events to the buffer, due now; twice is 404."""
-    letter = dead_letter(redis, events=3)
-    path = f"/status/dead-letters/{status.letter_id(letter)}/replay"
+    letter = dead_letter(ops, standin, settings, events=3)
+    path = f"/status/dead-letters/{letter['id']}/replay"
     answer = ops.post(path, headers={**basic(), "Accept": "application/json"})
     assert answer.status_code == 200
-    assert answer.get_json()["events"] == 3
-    assert redis.llen("mb:dead") == 0
+    assert answer.get_json() == {"replayed": letter["id"], "events": 3}
+    assert redis.zcard("mb:dead") == 0 and not redis.exists(f"mb:dead:{letter['id']}")
     stored = [json.loads(e) for e in redis.lrange(f"mb:buf:{MEMBER}", 0, -1)]
-    assert [e["n"] for e in stored] == [0, 1, 2]
+    assert stored == letter["events"]
     assert redis.zscore("mb:due", MEMBER) <= time.time() * 1000
 
     again = ops.post(path, headers=basic())
@@ -184,32 +230,107 @@ def test_replay_puts_the_events_back_once(ops, redis):
     assert "replayed already" in again.get_json()["message"]
 
 
-def test_replay_makes_a_lingering_profile_due_now(ops, redis):
+def test_replayed_events_reach_the_api_once_it_takes_them(
+    ops, redis, settings, standin
+):
+    """After a replay from the page, the next drain delivers the letter's events."""
+    letter = dead_letter(ops, standin, settings, events=2)
+    path = f"/status/dead-letters/{letter['id']}/replay"
+    assert ops.post(path, headers=basic()).status_code == 303
+    s = config.load(settings).check()
+    Drainer(s, connect(s.redis_url)).run()
+    assert [e.event for e in standin.events()] == letter["events"]
+    assert status.snapshot(ops.application.extensions["memory_bridge"])[
+        "dead_letters"
+    ] == {"count": 0, "recent": []}
+
+
+def test_unknown_letter_id_is_a_404(ops, redis):
+    """A replay of an id no dead letter has is 404 with what to do, not a 500."""
+    for letter in ("0-000000000000", "not-an-id", "x" * 300):
+        answer = ops.post(f"/status/dead-letters/{letter}/replay", headers=basic())
+        assert answer.status_code == 404, letter
+        assert "Reload /status" in answer.get_json()["message"]
+
+
+def test_replay_makes_a_lingering_profile_due_now(ops, redis, settings, standin):
     """A replay into a buffer that waits out its linger makes that profile due now."""
+    letter = dead_letter(ops, standin, settings)
+    redis.rpush(f"mb:buf:{MEMBER}", "{}")
     redis.zadd("mb:due", {MEMBER: time.time() * 1000 + 600_000})
-    letter = dead_letter(redis)
-    path = f"/status/dead-letters/{status.letter_id(letter)}/replay"
+    path = f"/status/dead-letters/{letter['id']}/replay"
     assert ops.post(path, headers=basic()).status_code == 303
     assert redis.zscore("mb:due", MEMBER) <= time.time() * 1000
 
 
-def test_replay_from_the_page_redirects_back(ops, redis):
+def test_replay_from_the_page_redirects_back(ops, redis, settings, standin):
     """A browser's replay (same origin) is answered 303 back to the status page."""
-    letter = dead_letter(redis)
-    path = f"/status/dead-letters/{status.letter_id(letter)}/replay"
+    letter = dead_letter(ops, standin, settings)
+    path = f"/status/dead-letters/{letter['id']}/replay"
     headers = {**basic(), "Origin": "http://localhost"}
     answer = ops.post(path, headers=headers)
     assert answer.status_code == 303
-    assert "/status?replayed=" in answer.headers["Location"]
+    assert answer.headers["Location"].endswith(f"/status?replayed={letter['id']}")
 
 
-def test_replay_from_another_site_is_refused(ops, redis):
+def test_replay_from_another_site_is_refused(ops, redis, settings, standin):
     """A POST whose Origin is another site is 403 and leaves the dead letter."""
-    letter = dead_letter(redis)
-    path = f"/status/dead-letters/{status.letter_id(letter)}/replay"
+    letter = dead_letter(ops, standin, settings)
+    path = f"/status/dead-letters/{letter['id']}/replay"
     answer = ops.post(path, headers={**basic(), "Origin": "https://evil.example"})
     assert answer.status_code == 403
-    assert redis.llen("mb:dead") == 1
+    assert deadletters.find(redis, config.load(settings), letter["id"]) == letter
+
+
+def test_upstream_shows_each_store_and_the_worst(ops, redis, settings, standin):
+    """A 429 with Retry-After backs one store off, a 401 pauses another: the page,
+    its JSON and /metrics all say so per store, and paused overall."""
+    other = "mem_store_" + "1" * 26
+    s = config.load({**settings, "auth_probe_s": 600}).check()
+    drainer = Drainer(s, connect(s.redis_url))
+    standin.script(status=429, count=1, retry_after=120)
+    before = time.time()
+    assert (
+        post(ops, "/twilio/messaging", message("SM" + "1" * 32, "sent")).status_code
+        == 204
+    )
+    drainer.run()
+    data = ops.get("/status?format=json", headers=basic()).get_json()["upstream"]
+    [backing] = data["stores"]
+    assert data["state"] == "backing_off" and backing["state"] == "backing_off"
+    assert backing["reason"].startswith("429")
+    until = upstream.states(redis, s)[STORE].until
+    assert until >= before + 120 and backing["until"] == status._iso(int(until * 1000))
+
+    standin.script(status=401, count=1)
+    form = message("SM" + "2" * 32, "sent")
+    path = f"/twilio/messaging?storeId={other}"
+    signed = post(ops, path, form)
+    assert signed.status_code == 204
+    drainer.run()
+    data = ops.get("/status?format=json", headers=basic()).get_json()["upstream"]
+    assert data["state"] == "paused"
+    assert {u["store"]: u["state"] for u in data["stores"]} == {
+        STORE: "backing_off",
+        other: "paused",
+    }
+    assert standin.rejected() == {429: 1, 401: 1}
+
+    html = ops.get("/status", headers=basic()).get_data(as_text=True)
+    assert 'id="upstream">Memory API: <span class="state-paused">paused</span>' in html
+    paused_row = html.split(f'data-store="{other}"')[1].split("</tr>")[0]
+    assert 'class="state-paused">paused<' in paused_row and "401" in paused_row
+    backing_row = html.split(f'data-store="{STORE}"')[1].split("</tr>")[0]
+    assert 'class="state-backing_off">backing off<' in backing_row
+
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    text = ops.get("/metrics", headers=bearer).get_data(as_text=True)
+    assert 'memory_bridge_upstream_state{state="paused"} 1.0' in text
+    assert 'memory_bridge_upstream_state{state="backing_off"} 0.0' in text
+    assert 'memory_bridge_upstream_state{state="ok"} 0.0' in text
+    for store, state in ((STORE, "backing_off"), (other, "paused")):
+        line = f'memory_bridge_upstream_store_state{{state="{state}",store="{store}"}}'
+        assert f"{line} 1.0" in text, line
 
 
 def test_rq_dashboard_shows_the_bridge_queue(ops, redis, settings):
