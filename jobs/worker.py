@@ -8,8 +8,10 @@ It runs RQ's scheduler as ``jobs.scheduler.Scheduler``, which stops by itself
 when this process dies.
 """
 
+import contextlib
 import logging
 import os
+import signal
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -89,6 +91,32 @@ class BridgeWorker(HerokuWorker):
         """Note that a stop was asked for (SIGTERM, SIGINT), then stop as RQ does."""
         self.stopping = True
         super().request_stop(signum, frame)
+
+    def register_birth(self) -> None:
+        """Take SIGTERM as a warm stop before this worker is visible in Redis.
+
+        RQ announces the worker first and installs its signal handlers later, so
+        a SIGTERM in between killed it outright; a worker that can be seen can now
+        be stopped cleanly.
+        """
+        self._install_signal_handlers()
+        super().register_birth()
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal the work horse's process group, never this worker's own.
+
+        RQ signals the group of the horse, which the horse makes its own just
+        after the fork. A SIGTERM in that instant had RQ send SIGRTMIN to this
+        worker's group instead: the worker, and under ``memory-bridge run`` the
+        web too. Then only the horse is signalled.
+        """
+        if self.horse_pid <= 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(self.horse_pid) == os.getpgrp():
+                os.kill(self.horse_pid, sig)
+                return
+        super().kill_horse(sig)
 
     def subscribe(self) -> None:
         """Listen for RQ's commands as RQ does, but wake every second, not 60 s.

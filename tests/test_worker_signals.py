@@ -1,0 +1,39 @@
+"""The worker's signals reach only its work horse, and a visible worker stops cleanly."""
+
+import subprocess
+import sys
+import textwrap
+
+# A worker process of its own group whose horse has not yet left that group (the
+# instant after RQ's fork): signalling the horse must not signal the worker.
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys
+    from redis import Redis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+    from jobs.worker import BridgeWorker
+
+    os.setpgrp()
+    horse = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    redis = Redis.from_url(sys.argv[1])
+    queue = Queue("signals", connection=redis, serializer=JSONSerializer)
+    worker = BridgeWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker._horse_pid = horse.pid
+    worker.kill_horse(signal.SIGRTMIN)
+    print("worker alive, horse", horse.wait(10))
+    """
+)
+
+
+def test_signalling_a_horse_in_the_workers_group_spares_the_worker(redis_server):
+    """SIGRTMIN for a horse still in the worker's group reaches the horse alone."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "worker alive, horse -34"
