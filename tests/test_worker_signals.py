@@ -1,4 +1,4 @@
-"""The worker's signals reach only its work horse, and a visible worker stops cleanly."""
+"""The worker signals only its work horse, never its own process group."""
 
 import subprocess
 import sys
