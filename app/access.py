@@ -81,6 +81,7 @@ def _guard() -> Response | tuple[Response, int] | None:
         return None
     settings = current_app.extensions["memory_bridge"].settings
     if not enabled(settings):
+        logs.log(logger, "operator.off", logging.WARNING, path=request.path)
         return jsonify(error="Not Found", message="No such page."), 404
     if not allows(settings, request.headers.get("Authorization", "")):
         logs.log(logger, "operator.unauthorized", logging.WARNING, path=request.path)

@@ -78,3 +78,14 @@ def test_unparseable_origin_is_cross_site(ops, origin, caplog):
         assert answer.status_code == 403, (name, origin)
         lines = [r for r in caplog.records if "operator.cross_site" in r.getMessage()]
         assert len(lines) == 1
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_off_refusal_is_one_log_line(client, path, caplog):
+    """With no DASHBOARD_* settings, each 404 of an operator page writes one line."""
+    with caplog.at_level(logging.WARNING):
+        answer = client.get(path)
+
+    assert answer.status_code == 404
+    lines = [r for r in caplog.records if "operator.off" in r.getMessage()]
+    assert len(lines) == 1
