@@ -71,8 +71,11 @@ def _same_origin() -> bool:
         netloc = urlsplit(origin).netloc
     except ValueError:
         return False  # not a URL (an unclosed "[", say): no page of ours sent it
+    # Behind a proxy that rewrites Host, our pages' origin is the public URL's.
+    settings = current_app.extensions["memory_bridge"].settings
+    public = urlsplit(settings.public_base_url).netloc
 
-    return netloc == request.host
+    return netloc in {request.host, public} - {""}
 
 
 def _guard() -> Response | tuple[Response, int] | None:

@@ -89,3 +89,21 @@ def test_pages_off_refusal_is_one_log_line(client, path, caplog):
     assert answer.status_code == 404
     lines = [r for r in caplog.records if "operator.off" in r.getMessage()]
     assert len(lines) == 1
+
+
+def test_a_post_from_the_public_url_is_same_site_behind_a_proxy(ops, caplog):
+    """Behind a proxy that rewrites Host, a POST from PUBLIC_BASE_URL's pages is ours.
+
+    nginx's proxy_pass sends Host as the upstream's address by default, so the
+    browser's Origin (the public host) never equals the Host the bridge sees.
+    """
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Host": "127.0.0.1:8000",
+        "Origin": "https://bridge.example.test",
+    }
+    answer = ops.post("/status/dead-letters/x/replay", headers=headers)
+
+    assert answer.status_code != 403
+    evil = {**headers, "Origin": "https://evil.example"}
+    assert ops.post("/status/dead-letters/x/replay", headers=evil).status_code == 403
