@@ -105,4 +105,10 @@ def _init_errors(app: Flask) -> None:
             status=status,
             reason=error.name,
         )
-        return jsonify(error=error.name, message=error.description), status
+        response = jsonify(error=error.name, message=error.description)
+        # A 405 must say which methods are allowed (RFC 9110, section 15.5.6).
+        for name, value in error.get_headers():
+            if name.lower() == "allow":
+                response.headers[name] = value
+
+        return response, status

@@ -33,7 +33,7 @@ def allows(settings: config.Settings, authorization: str) -> bool:
     scheme, _, value = authorization.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer" and settings.dashboard_token:
-        return hmac.compare_digest(value.strip(), settings.dashboard_token)
+        return _same(value.strip(), settings.dashboard_token)
     if scheme != "basic" or not settings.dashboard_password:
         return False
     try:
@@ -42,10 +42,19 @@ def allows(settings: config.Settings, authorization: str) -> bool:
         return False
     user, _, password = pair.partition(":")
     # Both compared every time, so the answer takes as long for either mistake.
-    good_user = hmac.compare_digest(user, settings.dashboard_username)
-    good_password = hmac.compare_digest(password, settings.dashboard_password)
+    good_user = _same(user, settings.dashboard_username)
+    good_password = _same(password, settings.dashboard_password)
 
     return good_user and good_password
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare two secrets in constant time, whatever characters they hold.
+
+    compare_digest refuses str with non-ASCII characters (a header's Latin-1, a
+    Basic pair's UTF-8), so the UTF-8 bytes are compared instead.
+    """
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _same_origin() -> bool:
@@ -58,7 +67,15 @@ def _same_origin() -> bool:
     if not origin:
         return True  # not a browser form: curl, Prometheus, scripts
 
-    return urlsplit(origin).netloc == request.host
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False  # not a URL (an unclosed "[", say): no page of ours sent it
+    # Behind a proxy that rewrites Host, our pages' origin is the public URL's.
+    settings = current_app.extensions["memory_bridge"].settings
+    public = urlsplit(settings.public_base_url).netloc
+
+    return netloc in {request.host, public} - {""}
 
 
 def _guard() -> Response | tuple[Response, int] | None:
@@ -67,6 +84,7 @@ def _guard() -> Response | tuple[Response, int] | None:
         return None
     settings = current_app.extensions["memory_bridge"].settings
     if not enabled(settings):
+        logs.log(logger, "operator.off", logging.WARNING, path=request.path)
         return jsonify(error="Not Found", message="No such page."), 404
     if not allows(settings, request.headers.get("Authorization", "")):
         logs.log(logger, "operator.unauthorized", logging.WARNING, path=request.path)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/twilio")
+# Twilio only POSTs; Flask's automatic OPTIONS would be a 2xx that stored nothing.
 
 FORM = "application/x-www-form-urlencoded"
 # Event Streams posts CloudEvents as JSON (structured or batched mode).
@@ -49,25 +50,25 @@ _COUNTED = {
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-@bp.post("/messaging")
+@bp.post("/messaging", provide_automatic_options=False)
 def messaging() -> Response:
     """Take a Messaging status callback or an inbound message webhook."""
     return _take("messaging")
 
 
-@bp.post("/voice")
+@bp.post("/voice", provide_automatic_options=False)
 def voice() -> Response:
     """Take a Voice call status callback."""
     return _take("voice")
 
 
-@bp.post("/conversations")
+@bp.post("/conversations", provide_automatic_options=False)
 def conversations() -> Response:
     """Take a Conversations webhook (onDeliveryUpdated, onMessageAdded, …)."""
     return _take("conversations")
 
 
-@bp.post("/events")
+@bp.post("/events", provide_automatic_options=False)
 def events() -> Response:
     """Take the CloudEvents an Event Streams webhook sink posts."""
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from dotenv import load_dotenv
+from redis import RedisError
 from twilio.request_validator import RequestValidator
 
 from app import config, simulate, twilio_setup
@@ -33,6 +34,47 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"memory-bridge: {error}", file=sys.stderr)
         return 2
+    except RedisError as error:
+        where = _without_password(config.load().redis_url)
+        print(
+            f"memory-bridge: Redis at {where} did not answer ({error}): start it, "
+            "or set REDIS_URL to the bridge's Redis.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _without_password(url: str) -> str:
+    """Return a Redis URL fit to print: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:" if parts.username else ":"
+
+    return parts._replace(netloc=f"{user}***@{host}").geturl()
+
+
+def _at_least_one(raw: str) -> int:
+    """Read a whole number of at least 1 (argparse type)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of 1 or more")
+
+    return value
+
+
+def _named(raw: str) -> str:
+    """Read a letter id or store that is not blank (argparse type)."""
+    if not raw.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty value names nothing: give a letter id, --store STORE or --all"
+        )
+
+    return raw
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,13 +168,15 @@ def _dead_letters_parser(sub: Any) -> None:
     listing = verbs.add_parser("list", help="one line per dead letter, oldest first")
     listing.add_argument("--store", help="only this store")
     listing.add_argument("--reason", help="only this reason (e.g. refused)")
-    listing.add_argument("--limit", type=int, default=100, help="(%(default)s)")
+    listing.add_argument(
+        "--limit", type=_at_least_one, default=100, help="(%(default)s)"
+    )
     listing.add_argument("--json", action="store_true", help="whole letters, JSON")
     listing.set_defaults(func=_dead_list)
     replay = verbs.add_parser("replay", help="put dead letters' events back")
     which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("letter", nargs="?", help="one letter's id")
-    which.add_argument("--store", help="every letter of this store")
+    which.add_argument("letter", nargs="?", type=_named, help="one letter's id")
+    which.add_argument("--store", type=_named, help="every letter of this store")
     which.add_argument("--all", action="store_true", help="every letter")
     replay.set_defaults(func=_dead_replay)
 

@@ -212,6 +212,30 @@ def _summary(sim: Run, elapsed: float) -> None:
         )
 
 
+def _count(raw: str) -> int:
+    """Read a whole number of at least 1 (argparse type)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of 1 or more")
+
+    return value
+
+
+def _seconds(raw: str) -> float:
+    """Read a number of seconds above 0 (argparse type)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds above 0")
+
+    return value
+
+
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``simulate`` to the memory-bridge command."""
     names = ", ".join(s.name for s in SCENARIOS)
@@ -232,16 +256,16 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     simulate.add_argument(
         "--communications",
         "-n",
-        type=int,
+        type=_count,
         default=len(SCENARIOS),
         help="how many communications, cycling through the scenarios (%(default)s: "
         "one of each)",
     )
     simulate.add_argument(
-        "--profiles", type=int, default=10, help="distinct customers (%(default)s)"
+        "--profiles", type=_count, default=10, help="distinct customers (%(default)s)"
     )
     simulate.add_argument(
-        "--concurrency", "-c", type=int, default=8, help="at once (%(default)s)"
+        "--concurrency", "-c", type=_count, default=8, help="at once (%(default)s)"
     )
     simulate.add_argument(
         "--only",
@@ -251,7 +275,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     )
     simulate.add_argument(
         "--progress-s",
-        type=float,
+        type=_seconds,
         default=1.0,
         help="seconds between progress lines (%(default)s)",
     )

@@ -116,3 +116,41 @@ def test_the_index_is_read_a_page_at_a_time(parked, redis):
     assert newest["id"] == ids[2]
     assert deadletters.count(redis, parked) == 2
     assert deadletters.listing(redis, parked, limit=0) == []
+
+
+def test_cli_says_when_redis_is_away(monkeypatch, capsys):
+    """list and replay with Redis down exit 1 with one line naming REDIS_URL."""
+    from app.embedded import free_port
+
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("REDIS_URL", url)
+    for argv in (["list"], ["replay", "--all"], ["replay", "1-abc"]):
+        assert main(["dead-letters", *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "REDIS_URL" in err and "127.0.0.1" in err
+        assert "hunter2secret" not in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "ten"])
+def test_cli_list_refuses_a_limit_below_one(limit, capsys):
+    """list --limit takes a whole number of at least 1; else a usage error."""
+    with pytest.raises(SystemExit) as stop:
+        main(["dead-letters", "list", "--limit", limit])
+
+    assert stop.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[""], ["--store", ""], ["  "]])
+def test_cli_replay_refuses_an_empty_choice(parked, redis, monkeypatch, argv, capsys):
+    """replay '' or --store '' is a usage error (2) that names the choices."""
+    monkeypatch.setenv("REDIS_URL", parked.redis_url)
+    letters = redis.zcard("mb:dead")
+    with pytest.raises(SystemExit) as stop:
+        main(["dead-letters", "replay", *argv])
+
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--all" in err
+    assert redis.zcard("mb:dead") == letters > 0

@@ -342,3 +342,18 @@ def test_gunicorn_answers_hostile_requests_with_a_4xx(
         connection.close()
 
     assert 400 <= status < 500, status
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/twilio/messaging", "/twilio/voice", "/twilio/conversations", "/twilio/events"],
+)
+def test_options_on_a_callback_endpoint_is_a_405(client, path, caplog):
+    """OPTIONS stores nothing, so it gets a 405 and one line, not a bare 200."""
+    with caplog.at_level(logging.WARNING):
+        answer = client.options(path)
+
+    assert answer.status_code == 405
+    assert "POST" in answer.headers["Allow"]
+    lines = [r for r in caplog.records if "request.refused" in r.getMessage()]
+    assert len(lines) == 1

@@ -114,3 +114,27 @@ def test_simulate_reports_refusals_and_fails(start_bridge):
     )
     assert done.returncode == 1
     assert "answers: 403=3" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "0"],
+        ["-n", "-3"],
+        ["--concurrency", "0"],
+        ["--profiles", "0"],
+        ["--progress-s", "0"],
+        ["--progress-s", "-1"],
+        ["--progress-s", "nan"],
+    ],
+)
+def test_simulate_refuses_counts_below_one(argv, capsys):
+    """Counts and the progress interval must be positive: a usage error, not a crash."""
+    from app.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["simulate", "--url", "http://127.0.0.1:9", *argv])
+
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and "Traceback" not in err
