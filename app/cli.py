@@ -55,18 +55,6 @@ def _without_password(url: str) -> str:
     return parts._replace(netloc=f"{user}***@{host}").geturl()
 
 
-def _at_least_one(raw: str) -> int:
-    """Read a whole number of at least 1 (argparse type)."""
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of 1 or more")
-
-    return value
-
-
 def _named(raw: str) -> str:
     """Read a letter id or store that is not blank (argparse type)."""
     if not raw.strip():
@@ -169,7 +157,7 @@ def _dead_letters_parser(sub: Any) -> None:
     listing.add_argument("--store", help="only this store")
     listing.add_argument("--reason", help="only this reason (e.g. refused)")
     listing.add_argument(
-        "--limit", type=_at_least_one, default=100, help="(%(default)s)"
+        "--limit", type=simulate.whole_number, default=100, help="(%(default)s)"
     )
     listing.add_argument("--json", action="store_true", help="whole letters, JSON")
     listing.set_defaults(func=_dead_list)

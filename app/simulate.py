@@ -212,7 +212,7 @@ def _summary(sim: Run, elapsed: float) -> None:
         )
 
 
-def _count(raw: str) -> int:
+def whole_number(raw: str) -> int:
     """Read a whole number of at least 1 (argparse type)."""
     try:
         value = int(raw)
@@ -256,16 +256,23 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     simulate.add_argument(
         "--communications",
         "-n",
-        type=_count,
+        type=whole_number,
         default=len(SCENARIOS),
         help="how many communications, cycling through the scenarios (%(default)s: "
         "one of each)",
     )
     simulate.add_argument(
-        "--profiles", type=_count, default=10, help="distinct customers (%(default)s)"
+        "--profiles",
+        type=whole_number,
+        default=10,
+        help="distinct customers (%(default)s)",
     )
     simulate.add_argument(
-        "--concurrency", "-c", type=_count, default=8, help="at once (%(default)s)"
+        "--concurrency",
+        "-c",
+        type=whole_number,
+        default=8,
+        help="at once (%(default)s)",
     )
     simulate.add_argument(
         "--only",
