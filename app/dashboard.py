@@ -5,7 +5,12 @@ unpickles jobs; the bridge's jobs are JSON (jobs/worker.py), so its serializer i
 set to RQ's JSONSerializer. Access is checked by ``app.access`` for every view.
 """
 
-from flask import Flask
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, jsonify
+from redis import ResponseError
 from rq.serializers import JSONSerializer
 
 from app import config
@@ -37,3 +42,25 @@ def init_app(app: Flask, settings: config.Settings) -> None:
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = True
     web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
+    endpoint = f"{rq_dashboard.blueprint.name}.compact_queue"
+    app.view_functions[endpoint] = _empty_is_compact(app.view_functions[endpoint])
+
+
+def _empty_is_compact(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer Compact on a queue with no job as done, as rq-dashboard does for others.
+
+    RQ compacts by renaming the queue's list, and Redis refuses to rename a key
+    that does not exist: without this the button would be a 503 saying Redis
+    did not answer.
+    """
+
+    @functools.wraps(view)
+    def compact(queue_name: str) -> Any:
+        try:
+            return view(queue_name=queue_name)
+        except ResponseError as error:
+            if "no such key" not in str(error).lower():
+                raise
+            return jsonify(status="OK")
+
+    return compact

@@ -380,6 +380,25 @@ def test_rq_dashboard_lists_jobs_and_workers_with_rq_3(ops, redis):
         worker.register_death()
 
 
+def test_compacting_an_empty_queue_is_done_not_a_503(ops, redis):
+    """/rq's Compact on a queue with no job: Redis answered, nothing to compact."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from jobs.drain import drain
+
+    path = "/rq/queue/memory-bridge/compact"
+    assert ops.post(path).status_code == 401
+    empty = ops.post(path, headers=basic())
+
+    assert (empty.status_code, empty.get_json()) == (200, {"status": "OK"})
+    queue = Queue("memory-bridge", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(drain, description="drain due profiles")
+    holding = ops.post(path, headers=basic())
+    assert (holding.status_code, holding.get_json()) == (200, {"status": "OK"})
+    assert queue.job_ids == [job.id]
+
+
 @pytest.mark.parametrize("path", ["/status", "/metrics"])
 def test_pages_answer_503_when_redis_is_away(settings, redis, path):
     """With Redis unreachable the operator pages say so with a 503, not a 500."""
