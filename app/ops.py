@@ -21,6 +21,7 @@ def init_app(app: Flask, settings: config.Settings) -> None:
     metrics.init_app(app)
     dashboard.init_app(app, settings)
     access.init_app(app)
+    dashboard.guard(app)
     app.register_error_handler(RedisError, _redis_away)
     app.after_request(_log_request)
 

@@ -380,6 +380,32 @@ def test_rq_dashboard_lists_jobs_and_workers_with_rq_3(ops, redis):
         worker.register_death()
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/rq/0/view/job/gone"),  # a finished drain's result lasts 60 s
+        ("GET", "/rq/0/data/job/gone.json"),
+        ("POST", "/rq/job/gone/requeue"),
+        ("GET", "/rq/1/data/queues.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/bogus/8/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/0/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/eight/asc/1.json"),
+        ("GET", "/rq/0/view/jobs/memory-bridge/bogus/8/asc/1"),
+    ],
+)
+def test_rq_pages_for_what_is_not_there_are_a_404(ops, redis, caplog, method, path):
+    """A job that is gone, a second Redis, a registry or page that does not exist:
+    404 and one line, not a 500 (behind the sign-in still)."""
+    assert ops.open(path, method=method).status_code == 401
+    caplog.clear()
+
+    answer = ops.open(path, method=method, headers=basic())
+
+    assert answer.status_code == 404, answer.get_data(as_text=True)[:300]
+    lines = [r.getMessage() for r in caplog.records if r.levelname != "INFO"]
+    assert lines == ["request.refused"]
+
+
 def test_compacting_an_empty_queue_is_done_not_a_503(ops, redis):
     """/rq's Compact on a queue with no job: Redis answered, nothing to compact."""
     from rq import Queue
