@@ -54,6 +54,10 @@ REGISTRIES = frozenset(
 )
 
 
+# Page numbers and sizes past this make offsets Redis cannot take (64 bits).
+MAX_PAGE = 10**9
+
+
 def guard(app: Flask) -> None:
     """Answer 404 for /rq pages of what is not there, rather than rq-dashboard's 500.
 
@@ -77,8 +81,8 @@ def _check_rq_path() -> None:
         abort(404, description=f"No such registry; one of {sorted(REGISTRIES)}.")
     for name in ("per_page", "page"):
         value = str(args.get(name, "1"))
-        if not (value.isascii() and value.isdigit() and int(value) > 0):
-            abort(404, description=f"{name} must be a whole number above 0.")
+        if not (value.isascii() and value.isdigit() and 0 < int(value) <= MAX_PAGE):
+            abort(404, description=f"{name} must be a whole number, 1 to {MAX_PAGE}.")
 
 
 def _job_gone(error: NoSuchJobError) -> Any:

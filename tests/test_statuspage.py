@@ -390,6 +390,7 @@ def test_rq_dashboard_lists_jobs_and_workers_with_rq_3(ops, redis):
         ("GET", "/rq/0/data/jobs/memory-bridge/bogus/8/asc/1.json"),
         ("GET", "/rq/0/data/jobs/memory-bridge/queued/0/asc/1.json"),
         ("GET", "/rq/0/data/jobs/memory-bridge/queued/eight/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/8/asc/99999999999999999999.json"),
         ("GET", "/rq/0/view/jobs/memory-bridge/bogus/8/asc/1"),
     ],
 )
