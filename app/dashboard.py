@@ -64,7 +64,7 @@ def guard(app: Flask) -> None:
     Registered after the operator sign-in (app.access), so its check comes first.
     A job that is gone (a finished drain's result is kept 60 s), a Redis other
     than the one (instance 0), a registry that does not exist, or a page size or
-    number that is not a whole number above 0.
+    number that is not a whole number from 1 to MAX_PAGE.
     """
     app.before_request(_check_rq_path)
     app.register_error_handler(NoSuchJobError, _job_gone)

@@ -230,6 +230,23 @@ def test_replay_puts_the_events_back_once(ops, redis, settings, standin):
     assert "replayed already" in again.get_json()["message"]
 
 
+def test_a_replay_redis_refuses_says_so(ops, redis, settings, standin):
+    """Redis full (noeviction) refuses the replay's writes: a 503 that says Redis
+    refused, not that it did not answer; the letter stays to replay later."""
+    letter = dead_letter(ops, standin, settings)
+    path = f"/status/dead-letters/{letter['id']}/replay"
+    redis.config_set("maxmemory", 1)
+    try:
+        answer = ops.post(path, headers=basic())
+    finally:
+        redis.config_set("maxmemory", 0)
+
+    assert answer.status_code == 503
+    assert "refused" in answer.get_json()["message"]
+    assert "did not answer" not in answer.get_json()["message"]
+    assert redis.exists(f"mb:dead:{letter['id']}")
+
+
 def test_replayed_events_reach_the_api_once_it_takes_them(
     ops, redis, settings, standin
 ):
