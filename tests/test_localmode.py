@@ -93,11 +93,14 @@ def test_local_mode_keeps_apart_in_a_shared_redis(tmp_path, redis_server, redis)
     assert not any(k.startswith("mb:") for k in keys)
 
 
-def test_ctrl_c_in_a_terminal_stops_everything_quietly(tmp_path):
-    """Ctrl-C signals run's whole process group, Redis included, as a terminal does.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=str)
+def test_ctrl_c_in_a_terminal_stops_everything_quietly(tmp_path, signum):
+    """Ctrl-C (or closing the terminal: SIGHUP) signals run's whole process group,
+    as a terminal does.
 
     Redis stops last, so the worker and its scheduler never lose it on the way
-    out (no traceback, no worker.redis_lost), and no process is left.
+    out (no traceback, no worker.redis_lost), and no process is left, Redis
+    included.
     """
     port = free_port()
     log = tmp_path / "run.log"
@@ -116,7 +119,7 @@ def test_ctrl_c_in_a_terminal_stops_everything_quietly(tmp_path):
         _wait_for(log, "memory-bridge is up", run)
         _wait_for(log, "Scheduler for memory-bridge-local started", run)
     finally:
-        os.killpg(run.pid, signal.SIGINT)
+        os.killpg(run.pid, signum)
         run.wait(60)
 
     text = log.read_text()
