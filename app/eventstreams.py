@@ -37,7 +37,8 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
         for name in ("type", "id"):
             if not isinstance(event.get(name), str) or not event[name]:
                 raise CallbackError(
-                    f"Item {number} has no {name}: every CloudEvent carries one.",
+                    f"Item {number}'s {name} must be a non-empty string: every "
+                    "CloudEvent carries one.",
                     reason="bad_cloudevent",
                 )
         if not _ID.fullmatch(event["id"]):

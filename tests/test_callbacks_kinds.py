@@ -321,6 +321,20 @@ def test_cloudevents_of_two_accounts_are_refused_naming_both(
     assert stored(redis) == {}
 
 
+@pytest.mark.parametrize(("field", "value"), [("id", 5), ("type", ["x"]), ("id", "")])
+def test_a_cloudevent_id_or_type_that_is_no_string_is_named_so(
+    client, redis, field, value
+):
+    """An id of 5 is there, just not a string: the 400 says what it must be."""
+    event = delivered("SM" + "1" * 32, CUSTOMER, "EZ1") | {field: value}
+
+    response = post_json(client, "/twilio/events", [event])
+
+    assert response.status_code == 400
+    assert f"Item 0's {field} must be a non-empty string" in response.json["message"]
+    assert stored(redis) == {}
+
+
 def test_a_deeply_nested_body_is_a_400_with_one_log_line(client, redis, caplog):
     """JSON nested deeper than the parser goes: 400 bad_json, one line, no 500."""
     body = b'[{"type": "x", "id": "y", "data": ' + b"[" * 30000 + b"]" * 30000 + b"}]"
