@@ -118,7 +118,7 @@ def _verify(bridge: "Bridge", signed: MultiDict[str, str] | bytes) -> None:
     if isinstance(signed, bytes):
         if not given:
             signature.verify_json(url, signed, given, ())  # raises: no header
-        tokens = bridge.tokens.for_account(eventstreams.account_of(signed))
+        tokens = bridge.tokens.for_accounts(eventstreams.accounts_of(signed))
         signature.verify_json(url, signed, given, tokens)
     else:
         signature.verify_callback(url, signed, given, bridge.tokens)

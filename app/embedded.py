@@ -68,7 +68,11 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
         ]  # fmt: skip
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: a terminal's Ctrl-C reaches the web and the worker,
+        # and Redis stops only when stop() says, after they are done with it.
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

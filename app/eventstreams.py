@@ -37,7 +37,8 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
         for name in ("type", "id"):
             if not isinstance(event.get(name), str) or not event[name]:
                 raise CallbackError(
-                    f"Item {number} has no {name}: every CloudEvent carries one.",
+                    f"Item {number}'s {name} must be a non-empty string: every "
+                    "CloudEvent carries one.",
                     reason="bad_cloudevent",
                 )
         if not _ID.fullmatch(event["id"]):
@@ -65,19 +66,17 @@ def _decode(raw: bytes) -> list[Any]:
     return found if isinstance(found, list) else [found]
 
 
-def account_of(raw: bytes) -> str:
-    """Return the one AccountSid a body's CloudEvents name, or "" if not one.
+def accounts_of(raw: bytes) -> set[str]:
+    """Return the AccountSids a body's CloudEvents name.
 
     Read before the signature is checked, only to choose the token; a body that
     is not JSON at all is a 400 here. Events that name no account (error logs)
     are passed over; a body that names none, or several, gets no account's token
-    (only a token shared by every account).
+    (only a token shared by every account: see Tokens.for_accounts).
     """
-    accounts = {
+    return {
         _account(event) if isinstance(event, dict) else "" for event in _decode(raw)
     } - {""}
-
-    return accounts.pop() if len(accounts) == 1 else ""
 
 
 def _account(event: dict[str, Any]) -> str:

@@ -160,15 +160,17 @@ def _banner(port: int, local: bool, env: dict[str, str]) -> None:
 
 
 def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
-    """Wait until Ctrl-C, SIGTERM, or a child exits; return the exit status."""
+    """Wait until Ctrl-C, SIGTERM, SIGHUP or a child exits; return the exit status."""
     stop = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stop
         stop = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP: the terminal closed. Redis, in a session of its own, hears none of
+    # these; it stops after web and worker, in run's finally.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     while not stop:
         for name, child in children.items():
             if child.poll() is not None:

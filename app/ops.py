@@ -8,6 +8,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from redis import RedisError
+from redis import exceptions as redis_errors
 
 from app import access, config, dashboard, health, logs, metrics, statuspage
 
@@ -21,6 +22,7 @@ def init_app(app: Flask, settings: config.Settings) -> None:
     metrics.init_app(app)
     dashboard.init_app(app, settings)
     access.init_app(app)
+    dashboard.guard(app)
     app.register_error_handler(RedisError, _redis_away)
     app.after_request(_log_request)
 
@@ -48,9 +50,10 @@ def _redis_away(error: RedisError) -> tuple[Response, int]:
         path=request.path,
         error=str(error),
     )
-    body = jsonify(
-        error="redis_unavailable",
-        message="Redis did not answer: the numbers cannot be read; try again.",
-    )
+    if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        message = "Redis did not answer: the numbers cannot be read; try again."
+    else:  # Redis answered, refusing: full (noeviction), read-only, …
+        message = f"Redis refused the command ({str(error)[:200]}); try again later."
+    body = jsonify(error="redis_unavailable", message=message)
 
     return body, 503

@@ -89,6 +89,25 @@ class Tokens:
 
         return tokens
 
+    def for_accounts(self, accounts: set[str]) -> tuple[str, ...]:
+        """Return the tokens that may sign a body naming ``accounts`` (Event Streams).
+
+        One account, or none, is for_account's. Several get only a token shared
+        by every account; without one, the 403 names them.
+        """
+        if len(accounts) <= 1:
+            return self.for_account(next(iter(accounts), ""))
+        if not self._anyone:
+            named = ", ".join(repr(sid[:40]) for sid in sorted(accounts)[:5])
+            raise SignatureError(
+                f"The body's CloudEvents name {len(accounts)} accounts ({named}), "
+                "and one body is checked with one account's token: give each "
+                "account its own Event Streams sink.",
+                reason="account_unknown",
+            )
+
+        return self._anyone
+
     def __repr__(self) -> str:
         return f"Tokens(accounts={sorted(self._by_account)}, any={self.any_account})"
 

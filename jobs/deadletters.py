@@ -101,8 +101,15 @@ def summary(redis: Redis, settings: config.Settings) -> dict[str, Any]:
 
 
 def count(redis: Redis, settings: config.Settings) -> int:
-    """Return how many letters the index holds (one read, whatever their size)."""
-    return int(redis.zcard(f"{settings.key_prefix}:dead"))
+    """Return how many letters have not expired (one read, whatever their size).
+
+    The index is scored by when each letter died and trimmed only when the next
+    one is written, so ids older than BRIDGE_DEAD_LETTER_TTL_S are left out here:
+    their letters have expired.
+    """
+    since_ms = int(time.time() * 1000) - settings.dead_letter_ttl_s * 1000
+
+    return int(redis.zcount(f"{settings.key_prefix}:dead", f"({since_ms}", "+inf"))
 
 
 def listing(

@@ -4,6 +4,7 @@ import hashlib
 import json
 import uuid
 
+import pytest
 from helpers_callbacks import counters, post_form, post_json, stored
 
 from app import create_app, ids
@@ -291,6 +292,47 @@ def test_cloudevents_of_two_accounts_get_no_accounts_token(settings, redis):
     response = post_json_as(app.test_client(), payload, "token-111")
 
     assert (response.status_code, response.json["error"]) == (403, "account_unknown")
+
+
+@pytest.fixture
+def two_accounts(settings, redis):
+    """A bridge with tokens for AC111… and ACCOUNT_SID (made before caplog)."""
+    tokens = f"{AC111}:token-111,{ACCOUNT_SID}:token-000"
+    return create_app(settings | {"twilio_auth_tokens": tokens})
+
+
+def test_cloudevents_of_two_accounts_are_refused_naming_both(
+    two_accounts, redis, caplog
+):
+    """The 403 for a mixed batch names its accounts, not a missing AccountSid."""
+    payload = [
+        cloudevent_of(AC111, "SM" + "1" * 32, "EZ" + "1" * 32),
+        cloudevent_of(ACCOUNT_SID, "SM" + "2" * 32, "EZ" + "2" * 32),
+    ]
+
+    response = post_json_as(two_accounts.test_client(), payload, "token-111")
+
+    assert response.status_code == 403
+    assert AC111 in response.json["message"]
+    assert ACCOUNT_SID in response.json["message"]
+    assert "no AccountSid" not in response.json["message"]
+    refused = [r for r in caplog.records if r.getMessage() == "callback.refused"]
+    assert len(refused) == 1
+    assert stored(redis) == {}
+
+
+@pytest.mark.parametrize(("field", "value"), [("id", 5), ("type", ["x"]), ("id", "")])
+def test_a_cloudevent_id_or_type_that_is_no_string_is_named_so(
+    client, redis, field, value
+):
+    """An id of 5 is there, just not a string: the 400 says what it must be."""
+    event = delivered("SM" + "1" * 32, CUSTOMER, "EZ1") | {field: value}
+
+    response = post_json(client, "/twilio/events", [event])
+
+    assert response.status_code == 400
+    assert f"Item 0's {field} must be a non-empty string" in response.json["message"]
+    assert stored(redis) == {}
 
 
 def test_a_deeply_nested_body_is_a_400_with_one_log_line(client, redis, caplog):

@@ -86,6 +86,19 @@ def test_expired_letters_leave_the_index(parked, redis):
     assert redis.zcard("mb:dead") == 2
 
 
+def test_the_count_leaves_out_letters_past_their_ttl(parked, redis):
+    """A letter older than BRIDGE_DEAD_LETTER_TTL_S has expired, though the index
+    keeps its id until the next letter is written: /status and /metrics count
+    what `dead-letters list` shows, without a listing first."""
+    [old, *_] = deadletters.listing(redis, parked)
+    past_ttl = redis.zscore("mb:dead", old["id"]) - parked.dead_letter_ttl_s * 1000
+    redis.zadd("mb:dead", {old["id"]: past_ttl - 1000})
+    redis.delete(f"mb:dead:{old['id']}")  # what its TTL did
+
+    assert deadletters.count(redis, parked) == 2
+    assert deadletters.summary(redis, parked)["letters"] == 2
+
+
 def test_cli_lists_and_replays(parked, redis, monkeypatch, capsys):
     """memory-bridge dead-letters list / replay work on the configured Redis."""
     monkeypatch.setenv("REDIS_URL", parked.redis_url)

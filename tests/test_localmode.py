@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,6 +91,61 @@ def test_local_mode_keeps_apart_in_a_shared_redis(tmp_path, redis_server, redis)
     keys = [k.decode() for k in redis.keys("*")]
     assert any(k.startswith("mb-local:") for k in keys)
     assert not any(k.startswith("mb:") for k in keys)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=str)
+def test_ctrl_c_in_a_terminal_stops_everything_quietly(tmp_path, signum):
+    """Ctrl-C (or closing the terminal: SIGHUP) signals run's whole process group,
+    as a terminal does.
+
+    Redis stops last, so the worker and its scheduler never lose it on the way
+    out (no traceback, no worker.redis_lost), and no process is left, Redis
+    included.
+    """
+    port = free_port()
+    log = tmp_path / "run.log"
+    command = [sys.executable, "-m", "app.cli", "run", "--port", str(port)]
+    command += ["--data", str(tmp_path / "var")]
+    with log.open("wb") as out:
+        run = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=local_env(),
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        _wait_for(log, "memory-bridge is up", run)
+        _wait_for(log, "Scheduler for memory-bridge-local started", run)
+    finally:
+        os.killpg(run.pid, signum)
+        run.wait(60)
+
+    text = log.read_text()
+    assert run.returncode == 0, text
+    assert "Traceback" not in text
+    assert "worker.redis_lost" not in text
+    assert "could not connect to Redis" not in text
+    assert _session_processes(run.pid) == [], text
+    redis_port = int(re.search(r"REDIS_URL=redis://127.0.0.1:(\d+)/", text)[1])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", redis_port), timeout=2).close()
+
+
+def _session_processes(session: int) -> list[str]:
+    """Return the processes still alive in ``session`` (run's process group)."""
+    deadline = time.monotonic() + 20
+    while True:
+        listed = subprocess.run(
+            ["ps", "-o", "pid=,sess=,stat=,args=", "-s", str(session)],
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+        alive = [line for line in listed if " Z" not in line]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def test_run_refuses_a_port_in_use(tmp_path):

@@ -230,6 +230,23 @@ def test_replay_puts_the_events_back_once(ops, redis, settings, standin):
     assert "replayed already" in again.get_json()["message"]
 
 
+def test_a_replay_redis_refuses_says_so(ops, redis, settings, standin):
+    """Redis full (noeviction) refuses the replay's writes: a 503 that says Redis
+    refused, not that it did not answer; the letter stays to replay later."""
+    letter = dead_letter(ops, standin, settings)
+    path = f"/status/dead-letters/{letter['id']}/replay"
+    redis.config_set("maxmemory", 1)
+    try:
+        answer = ops.post(path, headers=basic())
+    finally:
+        redis.config_set("maxmemory", 0)
+
+    assert answer.status_code == 503
+    assert "refused" in answer.get_json()["message"]
+    assert "did not answer" not in answer.get_json()["message"]
+    assert redis.exists(f"mb:dead:{letter['id']}")
+
+
 def test_replayed_events_reach_the_api_once_it_takes_them(
     ops, redis, settings, standin
 ):
@@ -378,6 +395,52 @@ def test_rq_dashboard_lists_jobs_and_workers_with_rq_3(ops, redis):
             assert ops.get(page, headers=basic()).status_code == 200, page
     finally:
         worker.register_death()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/rq/0/view/job/gone"),  # a finished drain's result lasts 60 s
+        ("GET", "/rq/0/data/job/gone.json"),
+        ("POST", "/rq/job/gone/requeue"),
+        ("GET", "/rq/1/data/queues.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/bogus/8/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/0/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/eight/asc/1.json"),
+        ("GET", "/rq/0/data/jobs/memory-bridge/queued/8/asc/99999999999999999999.json"),
+        ("GET", "/rq/0/view/jobs/memory-bridge/bogus/8/asc/1"),
+    ],
+)
+def test_rq_pages_for_what_is_not_there_are_a_404(ops, redis, caplog, method, path):
+    """A job that is gone, a second Redis, a registry or page that does not exist:
+    404 and one line, not a 500 (behind the sign-in still)."""
+    assert ops.open(path, method=method).status_code == 401
+    caplog.clear()
+
+    answer = ops.open(path, method=method, headers=basic())
+
+    assert answer.status_code == 404, answer.get_data(as_text=True)[:300]
+    lines = [r.getMessage() for r in caplog.records if r.levelname != "INFO"]
+    assert lines == ["request.refused"]
+
+
+def test_compacting_an_empty_queue_is_done_not_a_503(ops, redis):
+    """/rq's Compact on a queue with no job: Redis answered, nothing to compact."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from jobs.drain import drain
+
+    path = "/rq/queue/memory-bridge/compact"
+    assert ops.post(path).status_code == 401
+    empty = ops.post(path, headers=basic())
+
+    assert (empty.status_code, empty.get_json()) == (200, {"status": "OK"})
+    queue = Queue("memory-bridge", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(drain, description="drain due profiles")
+    holding = ops.post(path, headers=basic())
+    assert (holding.status_code, holding.get_json()) == (200, {"status": "OK"})
+    assert queue.job_ids == [job.id]
 
 
 @pytest.mark.parametrize("path", ["/status", "/metrics"])
