@@ -95,13 +95,15 @@ class Buffer:
         park_ttl_s: int = 30 * 24 * 3600,
         now_ms: int | None = None,
         learn: Mapping[str, str] | None = None,
+        count: Mapping[str, int] | None = None,
     ) -> tuple[int, int, int]:
         """Admit ``(sid, status, rank, json[, event id])`` events in one round trip.
 
         Returns how many were admitted, duplicates, and stale. An empty
         ``member`` parks the events in the unroutable list instead. ``learn``
         maps routing memory keys (``conv:CH…``) to the customer to remember
-        there for ``comm_ttl_s``, in the same round trip.
+        there for ``comm_ttl_s``, and ``count`` adds to this minute's counters,
+        both in the same round trip.
         """
         if time.monotonic() < self._down_until:
             raise StoreUnavailable("Redis failed moments ago: not stored.")
@@ -115,6 +117,9 @@ class Buffer:
         args.append(len(learn or {}))
         for key, customer in (learn or {}).items():
             args += [f"{self.prefix}:{key}", customer]
+        args.append(len(count or {}))
+        for name, amount in (count or {}).items():
+            args += [name, amount]
         for sid, status, rank, body, *event_id in events:
             keys.append(f"{self.prefix}:comm:{sid}")
             seen = f"{self.prefix}:seen:{event_id[0]}" if any(event_id) else ""
@@ -163,7 +168,7 @@ class Buffer:
             self._down_until = time.monotonic() + OUTAGE_HOLD_S
             raise StoreUnavailable(f"Redis did not store: {error}") from error
 
-    def count(self, counters: dict[str, int], now_ms: int | None = None) -> None:
+    def count(self, counters: Mapping[str, int], now_ms: int | None = None) -> None:
         """Add to this minute's counters (``unknown:voice:on-hold``, …).
 
         Counting is best effort: a Redis error here raises StoreUnavailable like

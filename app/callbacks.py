@@ -75,14 +75,15 @@ def events() -> Response:
     received = datetime.now(UTC)
     bridge = current_app.extensions["memory_bridge"]
     body = _json_body(bridge.settings)
+    items = eventstreams.decode(body)  # not JSON at all: a 400 before the check
 
-    _verify(bridge, body)
+    _verify(bridge, body, eventstreams.accounts_of(items))
 
     routing.check(request.args)
     conversation = routing.conversation_for(request.args)
     translations = [
         translate_event(event, received, conversation)
-        for event in eventstreams.parse(body)
+        for event in eventstreams.cloudevents(items)
     ]
 
     return _store(bridge, "events", translations, started, sid="")
@@ -104,11 +105,15 @@ def _take(kind: str) -> Response:
     return _store(bridge, kind, [translation], started, sid=_sid(form))
 
 
-def _verify(bridge: "Bridge", signed: MultiDict[str, str] | bytes) -> None:
+def _verify(
+    bridge: "Bridge",
+    signed: MultiDict[str, str] | bytes,
+    accounts: set[str] | None = None,
+) -> None:
     """Check the request's signature: over the form, or over a JSON body's hash.
 
-    The token is the one of the account the callback names; the one place that
-    reads the signing tokens.
+    The token is the one of the account the callback names (a JSON body's
+    ``accounts``); the one place that reads the signing tokens.
     """
     settings = bridge.settings
     url = signature.public_url(
@@ -118,7 +123,7 @@ def _verify(bridge: "Bridge", signed: MultiDict[str, str] | bytes) -> None:
     if isinstance(signed, bytes):
         if not given:
             signature.verify_json(url, signed, given, ())  # raises: no header
-        tokens = bridge.tokens.for_accounts(eventstreams.accounts_of(signed))
+        tokens = bridge.tokens.for_accounts(accounts or set())
         signature.verify_json(url, signed, given, tokens)
     else:
         signature.verify_callback(url, signed, given, bridge.tokens)
@@ -133,9 +138,9 @@ def _store(
 ) -> Response:
     """Check the events, admit them per profile, count the unknown, and answer."""
     checked, shortened = _check(translations)
-    admitted, duplicate, stale, parked = _admit(bridge, checked, translations)
     unknown = [t.unknown for t in translations if t.unknown]
-    _count(bridge, unknown, shortened, translations)
+    counters = _counters(kind, unknown, shortened, translations)
+    admitted, duplicate, stale, parked = _admit(bridge, checked, translations, counters)
 
     # Unknown values are Twilio's text (a newline, anything): shown as counted.
     statuses = sorted({unknowns.clean(t.status) for t in translations if t.status})
@@ -237,17 +242,20 @@ def _admit(
     bridge: "Bridge",
     checked: list[tuple[Event, Translation]],
     translations: list[Translation],
+    counters: dict[str, int],
 ) -> tuple[int, int, int, int]:
     """Store the events per profile; return admitted, duplicate, stale, parked.
 
     A call's events go in ``SequenceNumber`` order (then ``Timestamp``), whatever
     order they came in, so that an earlier status is not taken for a late one.
-    What a callback teaches the routing memory is written with its events.
+    What a callback teaches the routing memory, and its counters, are written
+    with its events, in the same round trip.
     """
     settings = bridge.settings
     learned = _learned(translations)
     if not checked:
         bridge.buffer.remember(learned, settings.dedupe_ttl_s)
+        _count(bridge, counters)
         return 0, 0, 0, 0
     store = routing.store_for(request.args, settings.memory_store_id)
     recalled = {**_recall(bridge, translations), **learned}
@@ -260,7 +268,7 @@ def _admit(
         if translation.learn in learned:
             learn[translation.learn] = learned[translation.learn]
     totals = [0, 0, 0, 0]
-    for member, (events, learn) in groups.items():
+    for number, (member, (events, learn)) in enumerate(groups.items()):
         rows = [
             (e.communication, e.status, e.rank, _json(e), e.dedupe)
             for e in in_order(events)
@@ -272,6 +280,7 @@ def _admit(
             comm_ttl_s=settings.dedupe_ttl_s,
             park_ttl_s=settings.dead_letter_ttl_s,
             learn=learn,
+            count=None if number else counters,  # once, with the first profile
         )
         for i, count in enumerate(counts):
             totals[i] += count
@@ -298,30 +307,38 @@ def _recall(bridge: "Bridge", translations: list[Translation]) -> dict[str, str]
     return bridge.buffer.recall(keys)
 
 
-def _count(
-    bridge: "Bridge",
+def _counters(
+    kind: str,
     unknown: list[tuple[str, str]],
     shortened: list[str],
     translations: list[Translation],
-) -> None:
-    """Count unknown values, shortened fields and what taught the routing memory.
+) -> dict[str, int]:
+    """Return what a stored callback adds to this minute's counters.
 
-    Logs each unknown once.
+    That is the callback itself (``/metrics`` counts refusals on its own), its
+    unknown values, shortened fields, and what taught the routing memory. Logs
+    each unknown value once.
     """
-    counters: dict[str, int] = {}
+    counters = {f"callbacks:{kind}:stored": 1}
     for translation in translations:
         if not translation.events and translation.ignored in _COUNTED:
             name = _COUNTED[translation.ignored]
             counters[name] = counters.get(name, 0) + 1
-    for kind, value in unknown:
-        name = unknowns.field(kind, value)
+    for kind_of, value in unknown:
+        name = unknowns.field(kind_of, value)
         counters[name] = counters.get(name, 0) + 1
-        unknowns.log_once(logger, kind, value)
-    for name in shortened:
-        counters[f"shortened:{name}"] = counters.get(f"shortened:{name}", 0) + 1
+        unknowns.log_once(logger, kind_of, value)
+    for field in shortened:
+        counters[f"shortened:{field}"] = counters.get(f"shortened:{field}", 0) + 1
+
+    return counters
+
+
+def _count(bridge: "Bridge", counters: dict[str, int]) -> None:
+    """Add the counters of a callback that stored no event (best effort)."""
     try:
         bridge.buffer.count(counters)
-    except StoreUnavailable as error:  # only counters: what was stored is stored
+    except StoreUnavailable as error:  # only counters: nothing was to be stored
         log(logger, "callback.uncounted", logging.WARNING, detail=str(error))
 
 

@@ -27,8 +27,12 @@ _SID_NAMES = {"messaging": "MessageSid", "voice": "CallSid"}
 
 def parse(raw: bytes) -> list[dict[str, Any]]:
     """Return the CloudEvents of a body: one object or an array of objects."""
-    events = _decode(raw)
-    for number, event in enumerate(events):
+    return cloudevents(decode(raw))
+
+
+def cloudevents(items: list[Any]) -> list[dict[str, Any]]:
+    """Return decoded items as CloudEvents, or refuse the first that is not one."""
+    for number, event in enumerate(items):
         if not isinstance(event, dict):
             raise CallbackError(
                 f"Item {number} is not a CloudEvent: it must be a JSON object.",
@@ -48,10 +52,10 @@ def parse(raw: bytes) -> list[dict[str, Any]]:
                 reason="bad_cloudevent",
             )
 
-    return events
+    return items
 
 
-def _decode(raw: bytes) -> list[Any]:
+def decode(raw: bytes) -> list[Any]:
     """Return a JSON body as a list of items, or refuse it as not JSON."""
     try:
         found = json.loads(raw)
@@ -66,17 +70,15 @@ def _decode(raw: bytes) -> list[Any]:
     return found if isinstance(found, list) else [found]
 
 
-def accounts_of(raw: bytes) -> set[str]:
-    """Return the AccountSids a body's CloudEvents name.
+def accounts_of(items: list[Any]) -> set[str]:
+    """Return the AccountSids a decoded body's CloudEvents name.
 
-    Read before the signature is checked, only to choose the token; a body that
-    is not JSON at all is a 400 here. Events that name no account (error logs)
-    are passed over; a body that names none, or several, gets no account's token
-    (only a token shared by every account: see Tokens.for_accounts).
+    Read before the signature is checked, only to choose the token. Events that
+    name no account (error logs) are passed over; a body that names none, or
+    several, gets no account's token (only a token shared by every account: see
+    Tokens.for_accounts).
     """
-    return {
-        _account(event) if isinstance(event, dict) else "" for event in _decode(raw)
-    } - {""}
+    return {_account(item) if isinstance(item, dict) else "" for item in items} - {""}
 
 
 def _account(event: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ Gauges come from ``status.snapshot()``.
 
 Per-minute fields read here, as their writers write them:
 
-    callbacks:{kind}:{outcome}   one callback's answer (``callback_counter``, here)
+    callbacks:{kind}:{outcome}   one callback's answer (a refusal's by
+                                 ``callback_counter``, here; a 2xx's as it is stored)
     events_{outcome}             admitted, duplicate, stale (admit, app/scripts.py);
                                  delivered, dead (settle)
     unknown:{kind}:{value}       an unknown status or event type (app/unknowns.py)
@@ -50,9 +51,9 @@ bp = Blueprint("metrics", __name__)
 # clock just before it runs), so they can be folded into the totals.
 SETTLED_MINUTES = 2
 TOTALS_TTL_S = 90 * 24 * 3600
+# The outcome label of each refusal; a stored callback counts itself as "stored"
+# (app/callbacks.py).
 ANSWERS = {
-    200: "stored",
-    204: "stored",
     400: "invalid",
     403: "bad_signature",
     405: "wrong_method",
@@ -259,6 +260,8 @@ def callback_counter(kinds: set[str]) -> Callable[[Response], Response]:
         parts = request.path.split("/")
         if len(parts) != 3 or parts[1] != "twilio" or parts[2] not in kinds:
             return response
+        if response.status_code < 300:
+            return response  # a stored callback counted itself, as it was stored
         if response.status_code == 503:
             return response  # Redis is away: counting would wait out its timeout
         outcome = ANSWERS.get(response.status_code, f"http_{response.status_code}")

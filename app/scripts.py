@@ -9,15 +9,21 @@ they suit a single Redis server, not a cluster.
 # ARGV: member ('' parks the events instead), due_at_ms, comm_ttl_ms, stats_ttl_s,
 #       park_ttl_s, n, then n pairs of a routing memory key and the customer to
 #       remember there (for comm_ttl_ms: a Conversation's or a parent call's),
-#       then status, rank, event json, and the key that remembers the event's
-#       own id ('' when Twilio gave it none) for each event.
+#       then c and c pairs of a stats field and an amount to add to it (the
+#       callback's own counters), then status, rank, event json, and the key
+#       that remembers the event's own id ('' when Twilio gave it none) for each
+#       event.
 ADMIT = """
 local admitted, duplicate, stale = 0, 0, 0
 local learned = tonumber(ARGV[6])
 for j = 0, learned - 1 do
   redis.call('SET', ARGV[7 + j * 2], ARGV[8 + j * 2], 'PX', ARGV[3])
 end
-local first = 7 + learned * 2
+local counted = 7 + learned * 2
+for j = 0, tonumber(ARGV[counted]) - 1 do
+  redis.call('HINCRBY', KEYS[3], ARGV[counted + 1 + j * 2], ARGV[counted + 2 + j * 2])
+end
+local first = counted + 1 + tonumber(ARGV[counted]) * 2
 for i = 4, #KEYS do
   local a = first + (i - 4) * 4
   local seen = redis.call('HMGET', KEYS[i], 's', 'r')
