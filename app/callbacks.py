@@ -100,7 +100,9 @@ def _take(kind: str) -> Response:
 
     routing.check(request.args)
     conversation = routing.conversation_for(request.args)
-    translation = translate(kind, form, received, conversation)
+    # The first value of each name, as a plain dict: translation only reads, and a
+    # MultiDict raises (and catches) an exception for every name it lacks.
+    translation = translate(kind, form.to_dict(), received, conversation)
 
     return _store(bridge, kind, [translation], started, sid=_sid(form))
 

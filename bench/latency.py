@@ -1,0 +1,195 @@
+"""Figures 4 and 5: end-to-end latency at a steady rate, and the cost per event.
+
+The whole bridge runs: gunicorn, one worker, Redis, and the stand-in Memory API
+(20 ms per request, a concurrency limit). Twilio-like traffic arrives at a steady
+rate: each message's queued, sent and delivered within 0.4 s, to 1,000 customers.
+An event's latency runs from its callback's arrival (the event's ``timestamp``,
+which the bridge sets on receipt for a status callback) to the stand-in's answer
+(its arrival there plus its fixed latency). Redis's INFO commandstats, reset
+before the load, gives commands per event; the worker's resident memory is
+sampled through the run.
+"""
+
+import json
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import requests
+from redis import Redis
+
+from app.embedded import free_port
+from bench import traffic
+from bench.procs import Processes, wait_http
+
+PROFILES = 1000
+STANDIN_LATENCY_MS = 20.0
+STANDIN_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The end-to-end figures of one run."""
+
+    rate: float  # callbacks sent per second
+    answered_2xx: int
+    events: int  # events the stand-in accepted
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    linger_ms: int
+    posts_per_window: float  # POSTs per profile per linger window; 1 is ideal
+    events_per_post: float
+    commands_per_event: float  # Redis commands, those inside scripts included
+    scripts_per_event: float  # the bridge's own steps (EVALSHA): admit, claim, …
+    worker_rss_mb: float  # the worker and its work horse, at most, together
+    commands: dict[str, int]
+
+
+def standin(procs: Processes, scratch: Path, user: str, password: str) -> str:
+    """Start the stand-in Memory API as a process; return its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "app.standin", "--port", str(port)]
+    command += ["--user", user, "--password", password]
+    command += ["--latency-ms", str(STANDIN_LATENCY_MS)]
+    command += ["--max-concurrency", str(STANDIN_CONCURRENCY)]
+    procs.spawn("standin", command, {})
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_standin/stats", "standin", scratch)
+
+    return url
+
+
+def run(
+    scratch: Path,
+    redis_url: str,
+    env: dict[str, str],
+    rate: float = 500,
+    seconds: float = 20,
+) -> Latency:
+    """Send Twilio-like traffic at ``rate`` through the whole bridge; measure it."""
+    redis = Redis.from_url(redis_url)
+    redis.flushall()
+    linger_ms = int(env.get("BRIDGE_LINGER_MS", "1000"))
+    with Processes(scratch) as procs:
+        api = standin(
+            procs, scratch, env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"]
+        )
+        env = {**env, "MEMORY_BASE_URL": api}
+        bridge_url = procs.gunicorn("web", "app:create_app()", env)
+        worker = procs.worker(env)
+        planned = traffic.sends(bridge_url, rate, seconds, PROFILES)
+        expected = len(planned)
+        redis.config_resetstat()
+        rss = _Sampler(worker.pid)
+        rss.start()
+        port = int(bridge_url.rsplit(":", 1)[1])
+        sent = traffic.steady("127.0.0.1", port, planned)
+        batches = _wait_for(api, expected, timeout=linger_ms / 1000 + 30)
+        rss.stop()
+        stats = redis.info("commandstats")
+
+    latencies, spans = [], defaultdict(list)
+    for batch in batches:
+        accepted = batch["received_at"] + STANDIN_LATENCY_MS / 1000
+        for event in batch["events"]:
+            received = datetime.fromisoformat(event["timestamp"]).timestamp()
+            latencies.append((accepted - received) * 1000)
+        spans[batch["profile"]].append(batch["received_at"])
+    commands = {name[len("cmdstat_") :]: int(s["calls"]) for name, s in stats.items()}
+    events = len(latencies)
+    scripts = sum(commands.get(c, 0) for c in ("evalsha", "eval"))
+
+    return Latency(
+        rate=sent.rate,
+        answered_2xx=sent.answered_2xx,
+        events=events,
+        p50_ms=traffic.percentile(latencies, 50),
+        p99_ms=traffic.percentile(latencies, 99),
+        max_ms=max(latencies, default=float("nan")),
+        linger_ms=linger_ms,
+        posts_per_window=_posts_per_window(spans, seconds, rate),
+        events_per_post=events / len(batches) if batches else 0.0,
+        commands_per_event=sum(commands.values()) / events if events else 0.0,
+        scripts_per_event=scripts / events if events else 0.0,
+        worker_rss_mb=rss.peak_kb / 1024,
+        commands=commands,
+    )
+
+
+def _posts_per_window(
+    posts: dict[str, list[float]], seconds: float, rate: float
+) -> float:
+    """POSTs a profile got per message: each message's callbacks fit in one window.
+
+    A message's three callbacks arrive within 0.4 s, well inside one linger
+    window, and a customer's next message comes seconds later; so one POST per
+    message is one POST per profile per linger window.
+    """
+    messages = int(rate * seconds / len(traffic.STATUSES))
+    total = sum(len(times) for times in posts.values())
+
+    return total / messages if messages else 0.0
+
+
+def _wait_for(api: str, events: int, timeout: float) -> list[dict[str, object]]:
+    """Wait until the stand-in has accepted ``events``; return its batches."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = requests.get(api + "/_standin/stats", timeout=5).json()
+        if stats["events"] >= events:
+            break
+        time.sleep(0.5)
+    received: list[dict[str, object]] = requests.get(
+        api + "/_standin/received", timeout=60
+    ).json()
+
+    return received
+
+
+class _Sampler(threading.Thread):
+    """Samples the resident memory of a process and its children, at most."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.2):
+            pids = [self.pid, *_children(self.pid)]
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in pids))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+
+    return 0
+
+
+def as_json(figures: Latency) -> str:
+    """Return the figures as JSON, for the run's record."""
+    return json.dumps(figures.__dict__, indent=1, default=str)
