@@ -302,7 +302,7 @@ def _recall(bridge: "Bridge", translations: list[Translation]) -> dict[str, str]
     One Redis read, only for callbacks that ask (a Conversations receipt, a call's
     child leg) and only when the URL names no profile, which would win anyway.
     """
-    if request.args.get("profileId"):
+    if routing.given(request.args, "profileId"):
         return {}
     keys = sorted({t.recall for t in translations if t.recall and t.events})
 

@@ -49,14 +49,14 @@ def store_for(query: Mapping[str, str], default_store: str) -> str:
 
 def conversation_for(query: Mapping[str, str]) -> str:
     """Return the conversationId given in the query, or '' to derive one."""
-    given = query.get("conversationId", "")
-    if given and not CONVERSATION_ID.fullmatch(given):
+    value = given(query, "conversationId")
+    if value and not CONVERSATION_ID.fullmatch(value):
         raise CallbackError(
-            f"conversationId {given[:80]!r} does not match {CONVERSATION_ID.pattern}.",
+            f"conversationId {value[:80]!r} does not match {CONVERSATION_ID.pattern}.",
             reason="bad_conversation",
         )
 
-    return given
+    return value
 
 
 def member_for(query: Mapping[str, str], store: str, customer: str) -> str:
@@ -93,9 +93,18 @@ def parse_member(member: str) -> tuple[str, str, str]:
     return store, kind, value
 
 
+def given(query: Mapping[str, str], name: str) -> str:
+    """Return a query parameter, or '' when the URL has none.
+
+    Asked first with ``in``: werkzeug's MultiDict answers ``get`` for a missing
+    name by raising and catching an exception, and most callback URLs name none.
+    """
+    return query[name] if name in query else ""
+
+
 def _id(query: Mapping[str, str], name: str) -> str:
     """Return the TypeID given as ``name`` in the query ('' if none), or refuse it."""
-    value = query.get(name, "")
+    value = given(query, name)
     if value and not _ID.fullmatch(value):
         raise CallbackError(
             f"{name} {value[:80]!r} is not a TypeID: give it like {_EXAMPLES[name]}",

@@ -113,6 +113,8 @@ class Drainer:
                     probe_ms=int(self.settings.auth_probe_s * 1000),
                 )
                 if not batches:
+                    if self._idle(deadline):
+                        continue
                     break
                 outcomes = self.deliver(batches)
                 totals["stale_settles"] += self.buffer.settle(
@@ -127,6 +129,23 @@ class Drainer:
             self._count_drain()
 
         return dict(totals)
+
+    def _idle(self, deadline: float) -> bool:
+        """Wait for the next buffer to fall due, if one does within a linger.
+
+        Under steady traffic something falls due every few milliseconds; ending
+        the drain in between would make the next one wait for the pump and a new
+        work horse, which costs more than the POST. Returns False to end the drain.
+        """
+        due_ms = self.buffer.next_due_ms()
+        if due_ms is None:
+            return False
+        wait = due_ms / 1000 - time.time()
+        if wait > self.settings.linger_ms / 1000 or time.monotonic() + wait > deadline:
+            return False
+        _stopping.wait(max(wait, 0.001))
+
+        return not _stopping.is_set()
 
     def _note_upstream(self, outcomes: list[Outcome]) -> None:
         """Record the API's answers per store; wake the stores that resumed."""

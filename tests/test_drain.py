@@ -318,3 +318,35 @@ def test_refused_events_are_kept_when_the_split_meets_a_500(
     assert drain_until(drainer, lambda: len(standin.events()) == 3)
     assert [e.event["errorMessage"] for e in standin.events()] == ["0", "2", "3"]
     assert redis.zcard("mb:leases") == 0
+
+
+def test_a_drain_waits_for_a_buffer_due_within_the_linger(settings, redis, standin):
+    """Nothing due yet, one buffer due in 0.3 s: the same drain waits and posts it."""
+    s = config.load({**settings, "linger_ms": 1000}).check()
+    rows = [("SMwait", "sent", 4, json.dumps(event(0)))]
+    Buffer(redis).admit(f"{STORE}/phone:{CUSTOMER}", rows, linger_ms=300, comm_ttl_s=60)
+
+    started = time.monotonic()
+    totals = Drainer(s, connect(s.redis_url)).run()
+
+    assert totals.get("delivered") == 1
+    assert len(standin.batches()) == 1
+    assert 0.25 <= time.monotonic() - started < 5
+
+
+def test_a_drain_ends_when_nothing_falls_due_within_the_linger(
+    settings, redis, standin
+):
+    """A buffer due in 3 s, past a 1 s linger: the drain ends now, posting nothing."""
+    s = config.load({**settings, "linger_ms": 1000}).check()
+    rows = [("SMlater", "sent", 4, json.dumps(event(0)))]
+    Buffer(redis).admit(
+        f"{STORE}/phone:{CUSTOMER}", rows, linger_ms=3000, comm_ttl_s=60
+    )
+
+    started = time.monotonic()
+    totals = Drainer(s, connect(s.redis_url)).run()
+
+    assert totals.get("delivered") is None
+    assert standin.batches() == []
+    assert time.monotonic() - started < 1
