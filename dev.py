@@ -3,6 +3,7 @@
 
     python3 dev.py up     bring the bridge up (web, worker, Redis if needed)
     python3 dev.py test   run the checks and the test suite, as CI does
+    python3 dev.py bench  run the benchmark and print its table (needs wrk)
 
 Both create ``.venv`` and install the project into it the first time, and again
 whenever pyproject.toml changes. Extra arguments go to the command that runs.
@@ -51,15 +52,18 @@ def main(argv: list[str]) -> None:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return
-    if not argv or argv[0] not in ("up", "test"):
+    if not argv or argv[0] not in ("up", "test", "bench"):
         unknown = f"dev.py: unknown command {argv[0]!r}\n" if argv else ""
         sys.exit(unknown + __doc__)
     ensure_venv()
     if argv[0] == "up":
         os.chdir(ROOT)
         os.execv(BIN / "memory-bridge", ["memory-bridge", "run", *argv[1:]])
-    run("ruff", "format", "--check", "app", "jobs", "tests", "dev.py")
-    run("ruff", "check", "app", "jobs", "tests", "dev.py")
+    if argv[0] == "bench":
+        os.chdir(ROOT)
+        os.execv(BIN / "python", ["python", "-m", "bench", *argv[1:]])
+    run("ruff", "format", "--check", "app", "jobs", "bench", "tests", "dev.py")
+    run("ruff", "check", "app", "jobs", "bench", "tests", "dev.py")
     run("mypy")
     run("python", "-m", "pytest", *argv[1:])
 

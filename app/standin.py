@@ -199,12 +199,7 @@ class StandIn:
     def received(self) -> list[dict[str, Any]]:
         """Return the accepted batches as JSON-ready dicts."""
         return [
-            {
-                "store": b.store,
-                "profile": b.profile,
-                "events": b.events,
-                "received_at": b.received_wall,
-            }
+            {"store": b.store, "profile": b.profile, "events": b.events}
             for b in self.batches()
         ]
 
