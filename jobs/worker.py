@@ -246,6 +246,11 @@ def run() -> None:
             worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
         except RedisError as error:
             logs.log(logger, "worker.redis_lost", logging.WARNING, error=error)
+        except StopRequested:
+            # SIGTERM while RQ was still starting (subscribing, starting its
+            # scheduler), before its own loop that catches this: leave as it does.
+            with contextlib.suppress(RedisError):
+                worker.teardown()
         if worker.stopping:
             return
         # A Redis that answers PING but refuses writes (out of memory, a read-only
