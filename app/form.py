@@ -50,7 +50,9 @@ def parse_form(body: bytes, max_fields: int) -> MultiDict[str, str]:
 
 def _decode(part: bytes) -> str:
     """Turn one encoded name or value into text, refusing bytes that are not UTF-8."""
-    raw = unquote_to_bytes(part.replace(b"+", b" "))
+    raw = part
+    if b"%" in part or b"+" in part:  # most names and many values have neither
+        raw = unquote_to_bytes(part.replace(b"+", b" "))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:

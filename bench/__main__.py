@@ -117,6 +117,12 @@ def ingest_rows(found: ingest.Ingest) -> list[Row]:
             found.ratio >= 0.5,
         ),
         Row(
+            "1. CPU per callback: web, Redis, wrk",
+            _cpu(found.bridge.cpu_us),
+            "bare: " + _cpu(found.bare.cpu_us),
+            f"{_total(found.bare.cpu_us) / _total(found.bridge.cpu_us):.2f}x",
+        ),
+        Row(
             f"1. p99 at half the peak ({half.rate:,.0f}/s, open loop)",
             f"{half.percentile(99):.1f} ms",
             f"p50 {half.percentile(50):.1f} ms; {half.other} not 2xx",
@@ -130,6 +136,14 @@ def ingest_rows(found: ingest.Ingest) -> list[Row]:
             f"{found.events_buffered:,} events buffered",
         ),
     ]
+
+
+def _cpu(parts: dict[str, float]) -> str:
+    return " + ".join(f"{us:,.0f}" for us in parts.values()) + " µs"
+
+
+def _total(parts: dict[str, float]) -> float:
+    return sum(parts.values()) or float("nan")
 
 
 def latency_rows(f: latency.Latency) -> list[Row]:

@@ -7,13 +7,13 @@ open loop, for its latency. No worker runs: this is the web's own cost, and what
 it stores is what "Redis memory per buffered event" is measured on.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis import Redis
 
 from bench import traffic
-from bench.procs import Processes
+from bench.procs import Processes, children_cpu_s, session_cpu_s
 
 PROFILES = 1000  # customers the callbacks go to, routed by phone
 
@@ -49,6 +49,7 @@ def run(
     with Processes(scratch) as procs:
         bare_url = procs.gunicorn("bare", "bench.bare:create_app()", env)
         bridge_url = procs.gunicorn("web", "app:create_app()", env)
+        sessions = {"bare": procs.running[-2].pid, "bridge": procs.running[-1].pid}
         # Each round posts callbacks never sent before, so each one stores an
         # event (sent again, it would be a duplicate: cheaper to answer).
         count = int(seconds * 4000)  # more than either will take in a round
@@ -58,7 +59,15 @@ def run(
                 path = scratch / f"{name}.requests"
                 items = traffic.callbacks(url, count, PROFILES, first=r * count)
                 traffic.write_requests(items, path)
-                peaks[name].append(traffic.wrk(url, path, seconds, connections))
+                before = _cpu(sessions[name], redis)
+                peak = traffic.wrk(url, path, seconds, connections)
+                after = _cpu(sessions[name], redis)
+                used = [b - a for a, b in zip(before, after, strict=True)]
+                cpu_us = {
+                    part: spent / peak.requests * 1e6
+                    for part, spent in zip(("web", "redis", "wrk"), used, strict=True)
+                }
+                peaks[name].append(replace(peak, cpu_us=cpu_us))
 
         buffered = _buffered(redis)
         used_after = int(redis.info("memory")["used_memory"])
@@ -79,6 +88,14 @@ def run(
         events_buffered=buffered,
         memory_per_event=(used_after - used_before) / buffered if buffered else 0.0,
     )
+
+
+def _cpu(session: int, redis: Redis) -> tuple[float, float, float]:
+    """Return CPU seconds so far: a gunicorn's processes, Redis, reaped children."""
+    info = redis.info("cpu")
+    redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return session_cpu_s(session), redis_s, children_cpu_s()
 
 
 def _buffered(redis: Redis) -> int:

@@ -5,6 +5,7 @@ with its output in the run's scratch folder; ``Processes`` stops them all.
 """
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -93,3 +94,29 @@ def wait_http(
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{name} did not answer at {url}: see {scratch}/{name}.log")
+
+
+def session_cpu_s(session: int) -> float:
+    """Return the CPU seconds used by the processes of a session and their children.
+
+    Every process here runs in a session of its own (``Processes.spawn``), so a
+    gunicorn's workers or a worker's work horses count with it: while they run,
+    and once reaped, in their parent's children's times.
+    """
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session:  # from the state on, the session is 4th
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """Return the CPU seconds of this process's reaped children (such as wrk)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    return used.ru_utime + used.ru_stime

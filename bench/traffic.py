@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -109,6 +109,8 @@ class Peak:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    # CPU per request (µs): the server's processes, Redis, and wrk itself.
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 def wrk(

@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
@@ -585,3 +587,27 @@ def test_a_callback_of_another_account_needs_that_account(
     assert bool(redis.keys("mb:buf:*")) is listed
     if not listed:
         assert response.json["error"] == "account_unknown"
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_TEXT.filter(bool), _TEXT), max_size=8),
+    port=st.sampled_from(["", ":443", ":8443"]),
+)
+def test_our_check_agrees_with_twilios_validator(pairs, port):
+    """Any form (repeated names, any text) signed by twilio's validator passes.
+
+    The bridge computes the signature itself (once, not once per port form);
+    twilio-python's RequestValidator is the reference it must agree with, and a
+    signature of another URL must not pass.
+    """
+    url = f"https://bridge.example.com{port}/twilio/messaging?x=1"
+    form = MultiDict(pairs)
+    signed = RequestValidator(TOKEN).compute_signature(url, form)
+    verify(url, form, signed, (TOKEN,))
+    other = RequestValidator(TOKEN).compute_signature(url + "&y=2", form)
+    with pytest.raises(SignatureError):
+        verify(url, form, other, (TOKEN,))
