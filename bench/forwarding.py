@@ -80,6 +80,10 @@ class Forwarded:
     missing: int  # events that never arrived
     duplicates: int  # arrivals past the first of an event
     fill_s: float  # how long admitting the events took (not in the figure)
+    # CPU seconds each process used from T0 until the last event was accepted.
+    worker_cpu_s: float  # the worker, its work horses and its scheduler
+    standin_cpu_s: float
+    redis_cpu_s: float
 
     @property
     def exactly_once(self) -> bool:
@@ -222,14 +226,17 @@ def forward(
         "BRIDGE_QUEUE_NAME": prefix,
     }
     with Processes(scratch) as procs:
-        procs.worker(worker_env)
+        worker = procs.worker(worker_env)
         _wait_for_worker(redis, prefix, scratch)
         fill_s = fill(buffer, made)
         members = {item.member for item in made}
+        before = _cpu(worker.pid), _accepted(api_url)["cpu_s"], _redis_cpu(redis)
         t0 = time.time() + 1.0
         redis.zadd(buffer.due_key, dict.fromkeys(members, t0 * 1000), xx=True)
         _wait_for_events(api_url, len(made), scratch)
-    accepted = _accepted(api_url)
+        accepted = _accepted(api_url)
+        worker_cpu_s = _cpu(worker.pid) - before[0]
+        redis_cpu_s = _redis_cpu(redis) - before[2]
     arrived = Counter(
         f"{profile} {key}" for profile, _, keys in accepted["batches"] for key in keys
     )
@@ -248,6 +255,9 @@ def forward(
         missing=sum((expected - arrived).values()),
         duplicates=sum((arrived - expected).values()),
         fill_s=fill_s,
+        worker_cpu_s=worker_cpu_s,
+        standin_cpu_s=accepted["cpu_s"] - before[1],
+        redis_cpu_s=redis_cpu_s,
     )
 
 
@@ -305,6 +315,31 @@ def alternative(
         events_per_s=(len(inside) - 1) / seconds if seconds > 0 else 0.0,
         failed=failed,
     )
+
+
+def _cpu(session: int) -> float:
+    """Return the CPU seconds used by the processes of a session, and their children.
+
+    A worker runs in a session of its own (``Processes.spawn``); its work horses
+    are its children, counted while they run and, once reaped, in its own
+    children's times.
+    """
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session:  # fields from the state on: session is 4th
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_cpu(redis: Redis) -> float:
+    info = redis.info("cpu")
+
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _wait_for_worker(redis: Redis, queue_name: str, scratch: Path) -> None:
@@ -368,6 +403,12 @@ def table(figures: list[Forwarded], plains: list[Plain]) -> str:
         lines.append(
             f"{f.name:<16}{f.events:>8}{f.seconds:>8.2f}{f.events_per_s:>10.0f}"
             f"{f.posts:>8}{f.events_per_post:>9.1f}  {once}"
+        )
+        cpu = [("worker", f.worker_cpu_s), ("stand-in", f.standin_cpu_s)]
+        cpu.append(("redis", f.redis_cpu_s))
+        lines.append(
+            "    CPU s (ms a POST): "
+            + ", ".join(f"{n} {c:.1f} ({c / f.posts * 1000:.2f})" for n, c in cpu)
         )
     for p in plains:
         lines.append(

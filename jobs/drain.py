@@ -118,7 +118,7 @@ class Drainer:
                     posting |= self.start(self._claim(free))
                 if not posting:
                     break
-                done, posting = wait(posting, return_when=FIRST_COMPLETED)
+                done, posting = _finished(posting, refill)
                 self._settle([future.result() for future in done], totals)
         finally:
             self.pool.shutdown(wait=True)
@@ -221,6 +221,27 @@ class Drainer:
         )
 
         return outcome
+
+
+# After the first batch of a group finishes, how long to wait for more to settle
+# with it: settling and claiming cost a round trip each, whatever their size.
+GATHER_S = 0.005
+
+
+def _finished(
+    posting: set[Future[Outcome]], enough: int
+) -> tuple[set[Future[Outcome]], set[Future[Outcome]]]:
+    """Wait for a batch to finish, then up to GATHER_S for ``enough`` of them.
+
+    Returns the finished and the still posting.
+    """
+    done, posting = wait(posting, return_when=FIRST_COMPLETED)
+    until = time.monotonic() + GATHER_S
+    while len(done) < enough and posting and (left := until - time.monotonic()) > 0:
+        more, posting = wait(posting, timeout=left, return_when=FIRST_COMPLETED)
+        done |= more
+
+    return done, posting
 
 
 def _shown(member: str) -> str:
