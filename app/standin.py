@@ -213,15 +213,15 @@ class StandIn:
         """
         cpu_s = time.process_time()  # before the work of this answer
         batches = self.batches()
-        rows = [
-            [
+        rows: list[tuple[str, float, list[str]]] = [
+            (
                 b.profile,
                 b.accepted_wall,
                 [
                     f"{e.get('communicationId', '')}/{e.get('lifecycle')}"
                     for e in b.events
                 ],
-            ]
+            )
             for b in batches
         ]
         last = max((b.accepted_wall for b in batches), default=0.0)

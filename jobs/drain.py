@@ -82,7 +82,9 @@ class Drainer:
             settings.memory_credentials,
             timeout=settings.http_timeout_s,
             pool=workers,
-            pace=RateLimit(redis, settings.key_prefix, settings.rate_limit_rps),
+            pace=RateLimit(
+                redis, settings.key_prefix, settings.rate_limit_rps, block=workers
+            ),
         )
         self.profiles = Profiles(
             redis,
