@@ -35,6 +35,8 @@ from app.errors import StoreUnavailable
 from app.scripts import ADMIT, CLAIM, SETTLE
 
 STATS_TTL_S = 24 * 3600
+# How many values settle one batch in the settle script, before the kept events.
+SETTLE_VALUES = 14
 # After Redis fails, admissions fail fast for this long instead of each waiting
 # out its own timeout, so a queue of callbacks cannot build up behind a dead Redis.
 OUTAGE_HOLD_S = 0.5
@@ -212,26 +214,26 @@ class Buffer:
         return batches
 
     def settle(self, outcomes: list["Outcome"], dead_ttl_s: int) -> int:
-        """Record what became of each batch, in one round trip for all of them.
+        """Record what became of each batch, in one script call for all of them.
 
         Returns how many settles were stale: their batch's lease had run out and
         another drain had taken it, so they changed nothing.
         """
+        if not outcomes:
+            return 0
         now = _now_ms()
         keys = [self.due_key, self.leases_key, self.dead_key, self.stats_key(now)]
-        pipe = self.redis.pipeline(transaction=False)
+        args: list[Any] = [self.prefix, now, dead_ttl_s, STATS_TTL_S]
         for o in outcomes:
             b = o.batch
-            args: list[Any] = [self.prefix, now, b.member, o.kind, o.retry_at_ms]
-            args += [o.error, o.letter_id, o.dead_letter, dead_ttl_s, STATS_TTL_S]
-            args += [b.first_ms, b.attempt, o.status, o.delivered, o.dead]
+            keep = o.keep if o.kind == "retry" and o.keep is not None else []
             latency = now - b.admitted_ms if o.delivered else -1
-            args += [latency_field(latency), max(latency, 0), int(o.uncounted)]
-            if o.kind == "retry" and o.keep is not None:
-                args += o.keep
-            self._settle(keys=keys, args=args, client=pipe)
+            args += [SETTLE_VALUES + len(keep), b.member, o.kind, o.retry_at_ms]
+            args += [o.error, o.letter_id, o.dead_letter, b.first_ms, b.attempt]
+            args += [o.status, o.delivered, o.dead, latency_field(latency)]
+            args += [max(latency, 0), int(o.uncounted), *keep]
 
-        return sum(1 for r in pipe.execute() if r == -1)
+        return int(self._settle(keys=keys, args=args))
 
     def next_due_ms(self) -> float | None:
         """Return when the earliest buffer or batch becomes due, or None if none."""

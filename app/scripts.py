@@ -132,56 +132,66 @@ end
 return out
 """
 
-# KEYS: due, leases, dead, stats. ARGV: 1 prefix, 2 now_ms, 3 member, 4 outcome
-# ('delivered', 'retry' or 'dead'), 5 retry_at_ms, 6 error, 7 letter id, 8 dead
+# KEYS: due, leases, dead, stats. ARGV: 1 prefix, 2 now_ms, 3 dead_ttl_s,
+# 4 stats_ttl_s, then for each batch n and the n values that settle it: member,
+# outcome ('delivered', 'retry' or 'dead'), retry_at_ms, error, letter id, dead
 # letter json ('' for none; a delivered or retried batch may carry one for the
-# events the API refused), 9 dead_ttl_s, 10 stats_ttl_s, 11 first_ms, 12 attempt,
-# 13 status, 14 events delivered, 15 events dead, 16 latency field ('' for none),
-# 17 latency_ms, 18 '1' to not count this attempt, 19... the events a retry keeps
-# (none: all of them). Returns -1 for a stale settle, else 0.
+# events the API refused), first_ms, attempt, status, events delivered, events
+# dead, latency field ('' for none), latency_ms, '1' to not count this attempt,
+# then the events a retry keeps (none: all of them). One call settles every
+# batch that finished together. Returns how many settles were stale (their
+# (first_ms, attempt) is no longer the batch's): those change nothing.
 SETTLE = """
-local p, now, m, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local inflight, batch = p .. ':inflight:' .. m, p .. ':batch:' .. m
-local mine = redis.call('HMGET', batch, 'first_ms', 'attempts')
-if mine[1] ~= ARGV[11] or mine[2] ~= ARGV[12] then return -1 end
-local stats = KEYS[4]
-redis.call('HINCRBY', stats, 'batches:' .. ARGV[13], 1)
-if ARGV[8] ~= '' then
-  local ttl = tonumber(ARGV[9])
-  redis.call('SET', KEYS[3] .. ':' .. ARGV[7], ARGV[8], 'EX', ttl)
-  redis.call('ZADD', KEYS[3], now, ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(now) - ttl * 1000)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('HINCRBY', stats, 'events_dead', ARGV[15])
-  redis.call('HINCRBY', stats, 'dead_letters', 1)
-end
-if tonumber(ARGV[14]) > 0 then
-  redis.call('HINCRBY', stats, 'events_delivered', ARGV[14])
-end
-if ARGV[16] ~= '' then
-  redis.call('HINCRBY', stats, ARGV[16], 1)
-  redis.call('HINCRBY', stats, 'latency_sum_ms', ARGV[17])
-  redis.call('HINCRBY', stats, 'latency_count', 1)
-end
-redis.call('EXPIRE', stats, ARGV[10])
-if outcome == 'retry' then
-  if #ARGV > 18 then
-    redis.call('DEL', inflight)
-    redis.call('RPUSH', inflight, unpack(ARGV, 19))
+local p, now, dead_ttl, stats = ARGV[1], ARGV[2], tonumber(ARGV[3]), KEYS[4]
+local function settle(a, last)
+  local m, outcome = ARGV[a], ARGV[a + 1]
+  local inflight, batch = p .. ':inflight:' .. m, p .. ':batch:' .. m
+  local mine = redis.call('HMGET', batch, 'first_ms', 'attempts')
+  if mine[1] ~= ARGV[a + 6] or mine[2] ~= ARGV[a + 7] then return 1 end
+  redis.call('HINCRBY', stats, 'batches:' .. ARGV[a + 8], 1)
+  if ARGV[a + 5] ~= '' then
+    redis.call('SET', KEYS[3] .. ':' .. ARGV[a + 4], ARGV[a + 5], 'EX', dead_ttl)
+    redis.call('ZADD', KEYS[3], now, ARGV[a + 4])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(now) - dead_ttl * 1000)
+    redis.call('EXPIRE', KEYS[3], dead_ttl)
+    redis.call('HINCRBY', stats, 'events_dead', ARGV[a + 10])
+    redis.call('HINCRBY', stats, 'dead_letters', 1)
   end
-  if ARGV[18] == '1' then redis.call('HINCRBY', batch, 'attempts', -1) end
-  redis.call('ZADD', KEYS[2], ARGV[5], m)
-  redis.call('HSET', batch, 'last_error', ARGV[6], 'retry_at_ms', ARGV[5])
-  redis.call('HINCRBY', stats, 'batches_retried', 1)
+  if tonumber(ARGV[a + 9]) > 0 then
+    redis.call('HINCRBY', stats, 'events_delivered', ARGV[a + 9])
+  end
+  if ARGV[a + 11] ~= '' then
+    redis.call('HINCRBY', stats, ARGV[a + 11], 1)
+    redis.call('HINCRBY', stats, 'latency_sum_ms', ARGV[a + 12])
+    redis.call('HINCRBY', stats, 'latency_count', 1)
+  end
+  if outcome == 'retry' then
+    if last >= a + 14 then
+      redis.call('DEL', inflight)
+      redis.call('RPUSH', inflight, unpack(ARGV, a + 14, last))
+    end
+    if ARGV[a + 13] == '1' then redis.call('HINCRBY', batch, 'attempts', -1) end
+    redis.call('ZADD', KEYS[2], ARGV[a + 2], m)
+    redis.call('HSET', batch, 'last_error', ARGV[a + 3], 'retry_at_ms', ARGV[a + 2])
+    redis.call('HINCRBY', stats, 'batches_retried', 1)
+    return 0
+  end
+  if outcome == 'delivered' then
+    redis.call('HINCRBY', stats, 'batches_delivered', 1)
+  end
+  redis.call('DEL', inflight, batch)
+  redis.call('ZREM', KEYS[2], m)
+  if redis.call('EXISTS', p .. ':buf:' .. m) == 1 then
+    redis.call('ZADD', KEYS[1], 'NX', now, m)
+  end
   return 0
 end
-if outcome == 'delivered' then
-  redis.call('HINCRBY', stats, 'batches_delivered', 1)
+local stale, a = 0, 5
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  stale = stale + settle(a + 1, a + n)
+  a = a + 1 + n
 end
-redis.call('DEL', inflight, batch)
-redis.call('ZREM', KEYS[2], m)
-if redis.call('EXISTS', p .. ':buf:' .. m) == 1 then
-  redis.call('ZADD', KEYS[1], 'NX', now, m)
-end
-return 0
+redis.call('EXPIRE', stats, ARGV[4])
+return stale
 """

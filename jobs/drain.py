@@ -2,8 +2,10 @@
 
 One RQ job serves every profile that is due while it runs (up to
 BRIDGE_DRAIN_SECONDS), so RQ's per-job cost is paid once per drain, not once per
-event. Each round claims up to BRIDGE_DELIVERY_CONCURRENCY batches, posts them
-side by side, and settles all of them in one round trip.
+event. It keeps up to BRIDGE_DELIVERY_CONCURRENCY batches posting side by side:
+as batches finish it settles them (one round trip for those finished together)
+and claims more to fill the free places, so one slow answer holds only its own
+batch, not a whole round.
 """
 
 import contextlib
@@ -11,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from redis import Redis, RedisError
 
@@ -28,13 +30,14 @@ from jobs.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 
-# Set in a work horse when its worker got SIGTERM: the drain finishes its round
-# and claims nothing more, so a Heroku-style restart finds no new batch in flight.
+# Set in a work horse when its worker got SIGTERM: the drain settles the batches
+# it is posting and claims nothing more, so a Heroku-style restart finds no new
+# batch in flight.
 _stopping = threading.Event()
 
 
 def stop_claiming() -> None:
-    """Make the running drain settle its round and take no new batches."""
+    """Make the running drain settle what it is posting and take no new batches."""
     _stopping.set()
 
 
@@ -53,8 +56,9 @@ def drain() -> dict[str, int]:
 def lease_s(settings: config.Settings) -> float:
     """How long a claimed batch is ours: a Lookup and a POST, plus a margin.
 
-    Under the shared rate limit a round's requests may also wait their turn: two
-    per batch of the round, at BRIDGE_RATE_LIMIT_RPS.
+    Under the shared rate limit a batch's requests may also wait their turn: two
+    for each of the BRIDGE_DELIVERY_CONCURRENCY batches posting, at
+    BRIDGE_RATE_LIMIT_RPS.
     """
     queueing = 0.0
     if settings.rate_limit_rps > 0:
@@ -78,7 +82,9 @@ class Drainer:
             settings.memory_credentials,
             timeout=settings.http_timeout_s,
             pool=workers,
-            pace=RateLimit(redis, settings.key_prefix, settings.rate_limit_rps),
+            pace=RateLimit(
+                redis, settings.key_prefix, settings.rate_limit_rps, block=workers
+            ),
         )
         self.profiles = Profiles(
             redis,
@@ -96,34 +102,28 @@ class Drainer:
         return int(lease_s(self.settings) * 1000)
 
     def run(self) -> dict[str, int]:
-        """Deliver rounds of batches until none is due or time is up."""
+        """Keep batches posting until none is due or time is up; settle each one."""
         self.redis.delete(queued_key(self.settings.key_prefix))
         deadline = time.monotonic() + self.settings.drain_seconds
+        places = self.settings.delivery_concurrency
+        # Claim when a quarter of the places are free (or none is busy), so a
+        # claim fills several places, not one per finished batch.
+        refill = max(1, places // 4)
         totals: Counter[str] = Counter()
-        self.pool = ThreadPoolExecutor(
-            self.settings.delivery_concurrency, thread_name_prefix="deliver"
-        )
+        posting: set[Future[Outcome]] = set()
+        self.pool = ThreadPoolExecutor(places, thread_name_prefix="deliver")
         try:
-            while time.monotonic() < deadline and not _stopping.is_set():
-                batches = self.buffer.claim(
-                    max_batches=self.settings.delivery_concurrency,
-                    batch_max=self.settings.batch_max,
-                    lease_ms=self.lease_ms,
-                    linger_ms=self.settings.linger_ms,
-                    probe_ms=int(self.settings.auth_probe_s * 1000),
-                )
-                if not batches:
-                    if self._idle(deadline):
+            while True:
+                free = places - len(posting)
+                claiming = time.monotonic() < deadline and not _stopping.is_set()
+                if claiming and (free >= refill or not posting):
+                    posting |= self.start(self._claim(free))
+                if not posting:
+                    if claiming and self._idle(deadline):
                         continue
                     break
-                outcomes = self.deliver(batches)
-                totals["stale_settles"] += self.buffer.settle(
-                    outcomes, self.settings.dead_letter_ttl_s
-                )
-                self._note_upstream(outcomes)
-                totals.update(o.kind for o in outcomes)
-                totals["events"] += sum(o.delivered for o in outcomes)
-                totals["events_dead"] += sum(o.dead for o in outcomes)
+                done, posting = _finished(posting, refill)
+                self._settle([future.result() for future in done], totals)
         finally:
             self.pool.shutdown(wait=True)
             self._count_drain()
@@ -146,6 +146,26 @@ class Drainer:
         _stopping.wait(max(wait, 0.001))
 
         return not _stopping.is_set()
+
+    def _claim(self, places: int) -> list[Batch]:
+        """Take up to ``places`` due batches (retries first), leased to this drain."""
+        return self.buffer.claim(
+            max_batches=places,
+            batch_max=self.settings.batch_max,
+            lease_ms=self.lease_ms,
+            linger_ms=self.settings.linger_ms,
+            probe_ms=int(self.settings.auth_probe_s * 1000),
+        )
+
+    def _settle(self, outcomes: list[Outcome], totals: Counter[str]) -> None:
+        """Settle finished batches in one round trip; count them."""
+        totals["stale_settles"] += self.buffer.settle(
+            outcomes, self.settings.dead_letter_ttl_s
+        )
+        self._note_upstream(outcomes)
+        totals.update(o.kind for o in outcomes)
+        totals["events"] += sum(o.delivered for o in outcomes)
+        totals["events_dead"] += sum(o.dead for o in outcomes)
 
     def _note_upstream(self, outcomes: list[Outcome]) -> None:
         """Record the API's answers per store; wake the stores that resumed."""
@@ -170,10 +190,11 @@ class Drainer:
         with contextlib.suppress(RedisError):
             pipe.execute()
 
-    def deliver(self, batches: list[Batch]) -> list[Outcome]:
-        """Resolve the batches' profiles, then post them side by side."""
+    def start(self, batches: list[Batch]) -> set[Future[Outcome]]:
+        """Resolve the batches' profiles, then start posting each of them."""
+        if not batches:
+            return set()
         resolved = self.profiles.resolve([b.member for b in batches], self.pool.map)
-        resolutions = [resolved[b.member] for b in batches]
         # Splitting a refused batch stops in time to settle before the lease ends.
         deadline = (
             time.monotonic()
@@ -181,16 +202,15 @@ class Drainer:
             - (self.settings.http_timeout_s + 5)
         )
 
-        return list(
-            self.pool.map(
-                self._try_post, batches, resolutions, [deadline] * len(batches)
-            )
-        )
+        return {
+            self.pool.submit(self._try_post, b, resolved[b.member], deadline)
+            for b in batches
+        }
 
     def _try_post(
         self, batch: Batch, resolution: Resolution, deadline: float
     ) -> Outcome:
-        """Post one batch; a failure of our own keeps it for later, never the round."""
+        """Post one batch; a failure of our own keeps it for later, never the others."""
         started = time.perf_counter()
         try:
             outcome = self.delivery.attempt(batch, resolution, deadline)
@@ -222,6 +242,27 @@ class Drainer:
         )
 
         return outcome
+
+
+# After the first batch of a group finishes, how long to wait for more to settle
+# with it: settling and claiming cost a round trip each, whatever their size.
+GATHER_S = 0.005
+
+
+def _finished(
+    posting: set[Future[Outcome]], enough: int
+) -> tuple[set[Future[Outcome]], set[Future[Outcome]]]:
+    """Wait for a batch to finish, then up to GATHER_S for ``enough`` of them.
+
+    Returns the finished and the still posting.
+    """
+    done, posting = wait(posting, return_when=FIRST_COMPLETED)
+    until = time.monotonic() + GATHER_S
+    while len(done) < enough and posting and (left := until - time.monotonic()) > 0:
+        more, posting = wait(posting, timeout=left, return_when=FIRST_COMPLETED)
+        done |= more
+
+    return done, posting
 
 
 def _shown(member: str) -> str:

@@ -174,7 +174,7 @@ class BridgeWorker(HerokuWorker):
     def request_stop_sigrtmin(self, signum: Any, frame: Any) -> None:
         """In the work horse, on the worker's SIGTERM: stop claiming, then as RQ does.
 
-        The drain settles the round it is posting (at most the HTTP timeout) and
+        The drain settles the batches it is posting (at most the HTTP timeout) and
         returns; RQ's ShutDownImminentException comes only after
         ``imminent_shutdown_delay``. Batches still in flight when a SIGKILL
         follows are taken again when their lease runs out.

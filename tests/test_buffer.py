@@ -87,6 +87,34 @@ def test_stale_settle_changes_nothing(buffer, redis):
     assert redis.exists(f"mb:inflight:{MEMBER}") == 0
 
 
+def test_one_settle_call_settles_each_batch_on_its_own(buffer, redis):
+    """Batches settled together: a stale one is skipped, the others each apply."""
+    stale_member, kept_member = MEMBER + "1", MEMBER + "2"
+    admit(buffer, 1, member=stale_member)
+    [old] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=0)
+    [new] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    admit(buffer, 2, member=MEMBER, start=10)
+    admit(buffer, 3, member=kept_member, start=20)
+    done, retried = sorted(
+        buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000),
+        key=lambda b: b.member,
+    )
+    keep = retried.events[1:]
+    outcomes = [
+        Outcome(old, "delivered"),
+        Outcome(done, "delivered", delivered=2),
+        Outcome(retried, "retry", retry_at_ms=0, error="500", keep=keep),
+    ]
+
+    assert buffer.settle(outcomes, dead_ttl_s=60) == 1
+
+    assert redis.llen(f"mb:inflight:{stale_member}") == 1  # still the new batch's
+    assert redis.exists(f"mb:inflight:{MEMBER}") == 0
+    [again] = buffer.claim(max_batches=10, batch_max=1000, lease_ms=10_000)
+    assert (again.member, again.events, again.attempt) == (kept_member, keep, 2)
+    assert new.member == stale_member
+
+
 def test_dead_letter_keeps_the_events(buffer, redis):
     """A dead letter is stored under its id with a TTL, indexed, and leaves flight."""
     admit(buffer, 1)

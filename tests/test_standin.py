@@ -400,7 +400,9 @@ def test_control_endpoints_drive_the_stand_in_over_http(api: StandIn) -> None:
 
     assert (refused.status_code, refused.headers["Retry-After"]) == (503, "4")
     assert accepted.status_code == 202
+    accepted_at = received[0].pop("accepted_at")
     assert received == [{"store": STORE, "profile": PROFILE, "events": [event()]}]
+    assert abs(accepted_at - time.time()) < 60
     assert stats["batches"] == 1 and stats["rejected"] == {"503": 1}
     assert api.profiles[PHONE] == PROFILE
 
@@ -458,3 +460,102 @@ def test_ids_that_are_not_typeids_are_not_found(api: StandIn, path: str) -> None
     assert response.status_code == 404
     assert "TypeID" in response.json()["message"]
     assert api.batches() == []
+
+
+@pytest.fixture
+def shaped() -> Iterator[StandIn]:
+    """Serve a stand-in that checks only the shape of Events bodies."""
+    with StandIn(check="shape") as standin:
+        yield standin
+
+
+def test_shape_check_accepts_events_the_schema_would_refuse(shaped: StandIn) -> None:
+    """With check="shape", field rules are not checked: a bad id is still accepted."""
+    body = batch(event(conversationId="not-a-typeid"))
+
+    assert post_events(shaped, body).status_code == 202
+    assert shaped.events()[0].event["conversationId"] == "not-a-typeid"
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"type": "other", "events": [event()]}, "body"),
+        ({"type": "twilio-comms-lifecycle"}, "body"),
+        ([event()], "body"),
+        (batch(), None),  # replaced below: 1001 events
+        ({"type": "twilio-comms-lifecycle", "events": []}, "events"),
+        (batch(event(), "an event"), "events/1"),
+        (batch(event(), event(communicationType=None)), "events/1"),
+    ],
+)
+def test_shape_check_refuses_what_is_not_an_events_body(
+    shaped: StandIn, body: Any, where: str | None
+) -> None:
+    """With check="shape", a wrong type, 0 or 1001 events, or a missing field is 400."""
+    if where is None:
+        body, where = batch(*[event()] * 1001), "events"
+
+    answer = post_events(shaped, body)
+
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith(f"{where}:")
+    assert shaped.stats()["events"] == 0
+
+
+def test_default_check_is_the_whole_schema() -> None:
+    """Without check, a bad conversationId is still refused (the schema is checked)."""
+    with StandIn() as api:
+        answer = post_events(api, batch(event(conversationId="not-a-typeid")))
+
+    assert answer.status_code == 400
+    assert "conversationId" in answer.json()["message"]
+
+
+def test_an_unknown_check_is_refused() -> None:
+    """StandIn(check=...) takes only schema or shape."""
+    with pytest.raises(ValueError, match="check must be one of"):
+        StandIn(check="none")
+
+
+def test_accepted_lists_each_batch_compactly(api: StandIn) -> None:
+    """GET /_standin/accepted gives profile, accept time and event keys per batch."""
+    before = time.time()
+    post_events(api, batch(event(), event(lifecycle="COMMUNICATION_SENT")))
+    post_events(api, batch(event(communicationId=None)))
+
+    answer = requests.get(f"{api.url}/_standin/accepted", timeout=5).json()
+
+    comm = f"comms_communication_{SUFFIX}"
+    keys = [row[2] for row in answer["batches"]]
+    assert keys == [
+        [f"{comm}/COMMUNICATION_DELIVERED", f"{comm}/COMMUNICATION_SENT"],
+        ["/COMMUNICATION_DELIVERED"],
+    ]
+    assert [row[0] for row in answer["batches"]] == [PROFILE, PROFILE]
+    walls = [row[1] for row in answer["batches"]]
+    assert before <= walls[0] <= walls[1] <= time.time()
+    assert answer["last_wall"] == walls[1]
+    assert answer["events"] == 3
+    assert answer["cpu_s"] > 0
+
+
+def test_accept_time_is_after_the_latency() -> None:
+    """A batch's accept time is when it was recorded, after the fixed latency."""
+    with StandIn(latency_ms=200) as api:
+        sent = time.time()
+        post_events(api, batch())
+        (row,) = api.accepted()["batches"]
+
+    assert row[1] - sent >= 0.2
+
+
+def test_main_takes_check_and_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m app.standin --help documents --check and --quiet."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "--check {schema,shape}" in out
+    assert "--quiet" in out
