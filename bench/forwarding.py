@@ -43,7 +43,7 @@ from app.lifecycle import in_order
 from app.standin_schema import DEFAULT_CREDENTIALS
 from app.translate import translate
 from bench.plain import post_event
-from bench.procs import Processes, wait_http
+from bench.procs import Processes, redis_cpu_s, session_cpu_s, wait_http
 from bench.traffic import (
     ACCOUNT_SID,
     BUSINESS,
@@ -124,12 +124,15 @@ def start_standin(
     procs: Processes,
     latency_ms: float = 20,
     max_concurrency: int = STANDIN_CONCURRENCY,
+    check: str = "shape",
+    credentials: tuple[str, str] = DEFAULT_CREDENTIALS,
 ) -> str:
     """Run the stand-in Memory API as its own process; return its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "app.standin", "--port", str(port)]
+    command += ["--user", credentials[0], "--password", credentials[1]]
     command += ["--latency-ms", str(latency_ms)]
-    command += ["--max-concurrency", str(max_concurrency), "--check", "shape"]
+    command += ["--max-concurrency", str(max_concurrency), "--check", check]
     procs.spawn("standin", [*command, "--quiet"], {})
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_standin/stats", "standin", procs.scratch)
@@ -242,14 +245,18 @@ def forward(
         _wait_for_worker(redis, prefix, scratch)
         fill_s = fill(buffer, made)
         members = {item.member for item in made}
-        before = _cpu(worker.pid), _accepted(api_url)["cpu_s"], _redis_cpu(redis)
+        before = (
+            session_cpu_s(worker.pid),
+            _accepted(api_url)["cpu_s"],
+            redis_cpu_s(redis),
+        )
         t0 = time.time() + 1.0
         redis.zadd(buffer.due_key, dict.fromkeys(members, t0 * 1000), xx=True)
         _wait_for_events(api_url, len(made), scratch)
         accepted = _accepted(api_url)
         refused = sum(_stats(api_url)["rejected"].values())
-        worker_cpu_s = _cpu(worker.pid) - before[0]
-        redis_cpu_s = _redis_cpu(redis) - before[2]
+        worker_s = session_cpu_s(worker.pid) - before[0]
+        redis_s = redis_cpu_s(redis) - before[2]
     unsettled = redis.zcard(buffer.due_key) + redis.zcard(buffer.leases_key)
     arrived = Counter(
         f"{profile} {key}" for profile, _, keys in accepted["batches"] for key in keys
@@ -271,9 +278,9 @@ def forward(
         missing=sum((expected - arrived).values()),
         duplicates=sum((arrived - expected).values()),
         fill_s=fill_s,
-        worker_cpu_s=worker_cpu_s,
+        worker_cpu_s=worker_s,
         standin_cpu_s=accepted["cpu_s"] - before[1],
-        redis_cpu_s=redis_cpu_s,
+        redis_cpu_s=redis_s,
     )
 
 
@@ -331,31 +338,6 @@ def alternative(
         events_per_s=(len(inside) - 1) / seconds if seconds > 0 else 0.0,
         failed=failed,
     )
-
-
-def _cpu(session: int) -> float:
-    """Return the CPU seconds used by the processes of a session, and their children.
-
-    A worker runs in a session of its own (``Processes.spawn``); its work horses
-    are its children, counted while they run and, once reaped, in its own
-    children's times.
-    """
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        if int(fields[3]) == session:  # fields from the state on: session is 4th
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _redis_cpu(redis: Redis) -> float:
-    info = redis.info("cpu")
-
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _wait_for_worker(redis: Redis, queue_name: str, scratch: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from redis import Redis
 
 from bench import traffic
-from bench.procs import Processes, children_cpu_s, session_cpu_s
+from bench.procs import Processes, children_cpu_s, redis_cpu_s, session_cpu_s
 
 PROFILES = 1000  # customers the callbacks go to, routed by phone
 
@@ -92,10 +92,7 @@ def run(
 
 def _cpu(session: int, redis: Redis) -> tuple[float, float, float]:
     """Return CPU seconds so far: a gunicorn's processes, Redis, reaped children."""
-    info = redis.info("cpu")
-    redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    return session_cpu_s(session), redis_s, children_cpu_s()
+    return session_cpu_s(session), redis_cpu_s(redis), children_cpu_s()
 
 
 def _buffered(redis: Redis) -> int:

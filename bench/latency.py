@@ -11,24 +11,22 @@ sampled through the run.
 """
 
 import json
-import sys
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 from redis import Redis
 
-from app.embedded import free_port
 from bench import traffic
-from bench.procs import Processes, wait_http
+from bench.forwarding import start_standin
+from bench.procs import Processes
 
 PROFILES = 1000
-STANDIN_LATENCY_MS = 20.0
-STANDIN_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)
@@ -50,20 +48,6 @@ class Latency:
     commands: dict[str, int]
 
 
-def standin(procs: Processes, scratch: Path, user: str, password: str) -> str:
-    """Start the stand-in Memory API as a process; return its URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "app.standin", "--port", str(port)]
-    command += ["--user", user, "--password", password]
-    command += ["--latency-ms", str(STANDIN_LATENCY_MS)]
-    command += ["--max-concurrency", str(STANDIN_CONCURRENCY)]
-    procs.spawn("standin", command, {})
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/_standin/stats", "standin", scratch)
-
-    return url
-
-
 def run(
     scratch: Path,
     redis_url: str,
@@ -76,9 +60,9 @@ def run(
     redis.flushall()
     linger_ms = int(env.get("BRIDGE_LINGER_MS", "1000"))
     with Processes(scratch) as procs:
-        api = standin(
-            procs, scratch, env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"]
-        )
+        # The whole schema is checked here, as the API would: batches are small.
+        credentials = (env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
+        api = start_standin(procs, check="schema", credentials=credentials)
         env = {**env, "MEMORY_BASE_URL": api}
         bridge_url = procs.gunicorn("web", "app:create_app()", env)
         worker = procs.worker(env)
@@ -93,7 +77,8 @@ def run(
         rss.stop()
         stats = redis.info("commandstats")
 
-    latencies, spans = [], defaultdict(list)
+    latencies: list[float] = []
+    spans: defaultdict[str, list[float]] = defaultdict(list)
     for batch in batches:
         accepted = batch["accepted_at"]
         for event in batch["events"]:
@@ -136,7 +121,7 @@ def _posts_per_window(
     return total / messages if messages else 0.0
 
 
-def _wait_for(api: str, events: int, timeout: float) -> list[dict[str, object]]:
+def _wait_for(api: str, events: int, timeout: float) -> list[dict[str, Any]]:
     """Wait until the stand-in has accepted ``events``; return its batches."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,7 +129,7 @@ def _wait_for(api: str, events: int, timeout: float) -> list[dict[str, object]]:
         if stats["events"] >= events:
             break
         time.sleep(0.5)
-    received: list[dict[str, object]] = requests.get(
+    received: list[dict[str, Any]] = requests.get(
         api + "/_standin/received", timeout=60
     ).json()
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import requests
+from redis import Redis
 
 from app.embedded import free_port
 
@@ -120,3 +121,10 @@ def children_cpu_s() -> float:
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     return used.ru_utime + used.ru_stime
+
+
+def redis_cpu_s(redis: Redis) -> float:
+    """Return the CPU seconds the Redis server has used (INFO cpu)."""
+    info = redis.info("cpu")
+
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
