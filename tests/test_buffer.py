@@ -1,6 +1,7 @@
 """The Redis buffer: admit, claim and settle keep every event, in order."""
 
 import json
+import time
 
 import pytest
 
@@ -194,3 +195,25 @@ def test_drained_buffer_leaves_no_keys_but_counters(buffer, redis):
     buffer.settle([Outcome(batch, "delivered")], dead_ttl_s=60)
     for key in redis.keys("*"):
         assert redis.ttl(key) > 0, key
+
+
+def test_admit_loads_its_script_again_after_redis_forgot_it(buffer, redis):
+    """After SCRIPT FLUSH (as after a restart), admit loads the script and stores."""
+    admit(buffer, 1)
+    redis.script_flush()
+    assert admit(buffer, 1, start=1) == (1, 0, 0)
+    assert redis.llen(f"mb:buf:{MEMBER}") == 2
+
+
+def test_admit_connects_again_after_its_connection_is_killed(buffer, redis):
+    """A killed connection fails one admit (StoreUnavailable); the next one stores."""
+    from app import buffer as buffer_module
+    from app.errors import StoreUnavailable
+
+    admit(buffer, 1)
+    redis.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(StoreUnavailable):
+        admit(buffer, 1, start=1)
+    time.sleep(buffer_module.OUTAGE_HOLD_S)  # admits fail fast for this long
+    assert admit(buffer, 1, start=2) == (1, 0, 0)
+    assert redis.llen(f"mb:buf:{MEMBER}") == 2
