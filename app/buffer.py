@@ -33,6 +33,7 @@ from typing import Any
 from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
@@ -146,14 +147,26 @@ class Buffer:
 
         Every callback admits once, so this path skips the client's pool (a
         lock, a poll for stale data, retry bookkeeping): a third of a round
-        trip's CPU. On any error the connection is dropped, so a late reply can
-        never be read as the next one's; the next call connects afresh.
+        trip's CPU. A connection Redis closed meanwhile (a restart) is found
+        by using it, and the script runs once more on a new one: safe, since
+        admitting the same events again counts them as duplicates.
         """
-        sha = _sha(script)
+        try:
+            return self._send(script, keys, args)
+        except RedisConnectionError:
+            return self._send(script, keys, args)
+
+    def _send(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Send EVALSHA (SCRIPT LOAD first if needed); drop the connection on error.
+
+        Dropped, a connection can never read a late reply as the next one's.
+        """
         connection: AbstractConnection | None = getattr(self._own, "connection", None)
-        if connection is None:
-            connection = self.redis.connection_pool.make_connection()
+        if connection is None:  # made as the pool makes them, kept out of its count
+            pool = self.redis.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
             self._own.connection = connection
+        sha = _sha(script)
         try:
             try:
                 connection.send_command("EVALSHA", sha, len(keys), *keys, *args)

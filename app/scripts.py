@@ -46,8 +46,8 @@ elseif admitted > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('HINCRBY', KEYS[3], 'events_admitted', admitted)
-redis.call('HINCRBY', KEYS[3], 'events_duplicate', duplicate)
-redis.call('HINCRBY', KEYS[3], 'events_stale', stale)
+if duplicate > 0 then redis.call('HINCRBY', KEYS[3], 'events_duplicate', duplicate) end
+if stale > 0 then redis.call('HINCRBY', KEYS[3], 'events_stale', stale) end
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return {admitted, duplicate, stale}
 """
