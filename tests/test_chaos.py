@@ -332,3 +332,39 @@ def test_sigterm_while_the_api_hangs_loses_nothing(start_bridge, standin, redis)
     bridge.start_worker()
     standin.wait_for_events(20, timeout=60)
     assert len({e.event["communicationId"] for e in standin.events()}) == 20
+
+
+def test_sigterm_while_a_drain_idles_ends_it_at_once(start_bridge, standin, redis):
+    """SIGTERM while a drain waits for a buffer due in 8 s: exits now, loses nothing.
+
+    A drain that finds nothing due waits for the next buffer falling due within
+    the linger; Heroku's SIGKILL follows SIGTERM after 10 s, so that wait must
+    end at the SIGTERM, and the next worker delivers what was waited for.
+    """
+    bridge = start_bridge(linger_ms=10_000)
+    send_many(bridge, range(5))  # due in 10 s
+    time.sleep(8)
+    send_many(bridge, range(5, 10))  # due 8 s after the first five
+    standin.wait_for_events(5, timeout=30)
+    deadline = time.monotonic() + 10
+    while redis.keys("mb:inflight:*") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # settled: the drain now waits for the second five
+    worker = bridge.worker
+    stopped = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(10)
+    except Exception:
+        worker.kill()
+        worker.wait(10)
+        pytest.fail("the worker was still running 10 s after SIGTERM")
+    took = time.monotonic() - stopped
+    assert took < 5, f"the idle drain held the worker {took:.1f} s after SIGTERM"
+    later = [f"mb:buf:mem_store_{'0' * 26}/phone:+1500555{n:04d}" for n in range(5, 10)]
+    assert all(redis.exists(key) for key in later), "work taken after SIGTERM"
+
+    standin.reset()
+    bridge.start_worker()
+    standin.wait_for_events(5, timeout=60)
+    assert len({e.event["communicationId"] for e in standin.events()}) == 5
