@@ -8,13 +8,13 @@ import os
 from app import config as _config
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# One thread per process, two processes per core. A callback holds the GIL for
-# most of its ~1 ms and waits on Redis in the middle; threads sharing a process
-# queue behind each other's GIL, which the benchmark measured as a third less
-# throughput and a p99 three times longer than processes (README, "Benchmark").
+# Two processes per core, four threads each. The benchmark found processes and
+# threads alike for speed once a callback cost little (README, "Benchmark"); what
+# decides is slow clients: gunicorn's threads read a request themselves, so each
+# one a client dribbles a body into is held, and more threads take more to stall.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 10
 graceful_timeout = 8
 keepalive = 5
