@@ -7,6 +7,7 @@ figures drift on a shared machine. See README, "Benchmark".
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -54,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             say("ingest: the bridge and a bare Flask endpoint under wrk")
             seconds = 3 if args.quick else 10
             found = ingest.run(scratch, redis.url, env, seconds=seconds)
-            record["ingest"] = found.__dict__
+            record["ingest"] = _record(found)
             rows += ingest_rows(found)
         if "latency" in chosen:
             say("latency: 500 callbacks/s through web, worker and stand-in")
             seconds = 5 if args.quick else 20
             figures = latency.run(scratch, redis.url, env, seconds=seconds)
-            record["latency"] = figures.__dict__
+            record["latency"] = _record(figures)
             rows += latency_rows(figures)
         if "forwarding" in chosen:
             rows += forwarding_rows(scratch, redis.url, args.quick, record)
@@ -190,7 +191,7 @@ def forwarding_rows(
         hot = forwarding.hot_profiles(scratch, redis_url, api, hot_n)
         say(f"forwarding: the plain alternative, a {sample_s:g} s sample")
         plain = forwarding.alternative(scratch, redis_url, api, sample_s=sample_s)
-    record["forwarding"] = [many.__dict__, hot.__dict__, plain.__dict__]
+    record["forwarding"] = [_record(many), _record(hot), _record(plain)]
     ratio = many.events_per_s / plain.events_per_s if plain.events_per_s else 0.0
 
     return [
@@ -217,6 +218,17 @@ def forwarding_rows(
             f"duplicates {many.duplicates + hot.duplicates}",
         ),
     ]
+
+
+def _record(figures: Any) -> dict[str, Any]:
+    """Return a figures dataclass as JSON-ready data, without per-request lists."""
+    data: dict[str, Any] = dataclasses.asdict(figures)
+    if "half" in data:
+        data["half"].pop("latencies_ms")
+        data["half"]["p50_ms"] = figures.half.percentile(50)
+        data["half"]["p99_ms"] = figures.half.percentile(99)
+
+    return data
 
 
 def table(rows: list[Row]) -> str:
