@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +41,9 @@ FAILURE_TTL_S = 24 * 3600
 # long less 5 s on a Redis read, which bounds a stall on a half-open connection.
 WORKER_TTL_S = 60
 RESTART_PAUSE_MAX_S = 30.0
+# Set by any worker's SIGTERM handler: after a restart the last worker's handler
+# may still be the one installed, so the stop is noted for the process.
+_stop_asked = threading.Event()
 
 
 class Pump:
@@ -90,6 +94,7 @@ class BridgeWorker(HerokuWorker):
     def request_stop(self, signum: Any, frame: Any) -> None:
         """Note that a stop was asked for (SIGTERM, SIGINT), then stop as RQ does."""
         self.stopping = True
+        _stop_asked.set()  # for run(): this worker may already be the last one
         super().request_stop(signum, frame)
 
     def register_birth(self) -> None:
@@ -237,8 +242,11 @@ def run() -> None:
     _check_redis(redis, settings.redis_url)
 
     pause = 0.0
-    while True:
-        worker = _worker(settings, redis)
+    while not _stop_asked.is_set():
+        try:
+            worker = _worker(settings, redis)
+        except StopRequested:  # SIGTERM to the last worker's handler, restarting
+            return
         started = time.monotonic()
         try:
             # The Pump queues the drains; RQ's scheduler serves jobs queued for
@@ -251,7 +259,7 @@ def run() -> None:
             # scheduler), before its own loop that catches this: leave as it does.
             with contextlib.suppress(RedisError):
                 worker.teardown()
-        if worker.stopping:
+        if worker.stopping or _stop_asked.is_set():
             return
         # A Redis that answers PING but refuses writes (out of memory, a read-only
         # replica) would otherwise restart us in a tight loop.
