@@ -61,7 +61,10 @@ def main(argv: list[str]) -> None:
         os.execv(BIN / "memory-bridge", ["memory-bridge", "run", *argv[1:]])
     if argv[0] == "bench":
         os.chdir(ROOT)
-        os.execv(BIN / "python", ["python", "-m", "bench", *argv[1:]])
+        # argv[0] is the venv's own path: a bare "python" would be looked up on
+        # PATH to find the interpreter's home, and lose the venv's packages.
+        python = str(BIN / "python")
+        os.execv(python, [python, "-m", "bench", *argv[1:]])
     run("ruff", "format", "--check", "app", "jobs", "bench", "tests", "dev.py")
     run("ruff", "check", "app", "jobs", "bench", "tests", "dev.py")
     run("mypy")

@@ -25,7 +25,10 @@ FIGURES = ("ingest", "latency", "forwarding")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the figures asked for; print the table; return 1 if a target is missed."""
+    """Run the figures asked for; print the table; return 1 if a target is missed.
+
+    A --quick run returns 0 whatever its figures: it only shows the benchmark runs.
+    """
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only", default=",".join(FIGURES), help="figures to run, comma separated"
@@ -69,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         redis.stop()
 
     (scratch / "figures.json").write_text(json.dumps(record, indent=1, default=str))
+    rows.sort(key=lambda r: r.what.split(".")[0].split("-")[0])  # by figure
     print(table(rows))
     print(f"\n{machine()}; figures in {scratch}/figures.json", flush=True)
+
+    if args.quick:  # a smoke run: its figures are not measurements
+        return 0
 
     return 0 if all(r.met is not False for r in rows) else 1
 

@@ -68,6 +68,7 @@ def run(
                     for part, spent in zip(("web", "redis", "wrk"), used, strict=True)
                 }
                 peaks[name].append(replace(peak, cpu_us=cpu_us))
+                path.unlink()  # tens of MB, and never read again
 
         buffered = _buffered(redis)
         used_after = int(redis.info("memory")["used_memory"])

@@ -1,8 +1,14 @@
 """The benchmark's own arithmetic: the load it plans and the figures it derives."""
 
+import hashlib
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from urllib.parse import parse_qsl
 
+import pytest
 from twilio.request_validator import RequestValidator
 
 from bench import traffic
@@ -58,3 +64,27 @@ def test_percentile_is_the_nearest_rank():
     assert traffic.percentile(values, 50) == 51
     assert traffic.percentile(values, 99) == 100
     assert traffic.percentile([], 50) != traffic.percentile([], 50)  # NaN
+
+
+def test_dev_py_bench_runs_the_benchmark_from_the_venv():
+    """`python3 dev.py bench --help` reaches bench's own help, with .venv's packages.
+
+    It runs only where dev.py's .venv is installed and current (as in CI, where
+    `dev.py test` made it), since dev.py would otherwise install it first.
+    """
+    root = Path(__file__).resolve().parent.parent
+    stamp = root / ".venv" / ".installed"
+    wanted = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+    current = stamp.exists() and stamp.read_text() == wanted
+    if not current and not os.environ.get("CI"):
+        pytest.skip("dev.py's .venv is not installed here")
+
+    done = subprocess.run(
+        [sys.executable, str(root / "dev.py"), "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: python -m bench" in done.stdout
