@@ -139,8 +139,13 @@ class BridgeWorker(HerokuWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> Any:
-        """Wait for a job in short slices, ticking the Pump between them."""
-        while not self._stop_requested:
+        """Wait for a job in short slices, ticking the Pump between them.
+
+        ``stopping`` counts too: a SIGTERM that comes while RQ forks its scheduler
+        raises StopRequested inside a fork hook, where Python swallows it, so
+        RQ never learns of the stop; our handler noted it before raising.
+        """
+        while not (self._stop_requested or self.stopping):
             try:
                 wait = self.pump.tick()
             except RedisError as error:
