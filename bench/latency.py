@@ -10,10 +10,8 @@ before the load, gives commands per event; the worker's resident memory is
 sampled through the run.
 """
 
-import json
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,15 +76,17 @@ def run(
         stats = redis.info("commandstats")
 
     latencies: list[float] = []
-    spans: defaultdict[str, list[float]] = defaultdict(list)
     for batch in batches:
         accepted = batch["accepted_at"]
         for event in batch["events"]:
             received = datetime.fromisoformat(event["timestamp"]).timestamp()
             latencies.append((accepted - received) * 1000)
-        spans[batch["profile"]].append(batch["accepted_at"])
     commands = {name[len("cmdstat_") :]: int(s["calls"]) for name, s in stats.items()}
     events = len(latencies)
+    # A message's three callbacks arrive within 0.4 s, well inside one linger
+    # window, and a customer's next message comes seconds later: so POSTs per
+    # message are POSTs per profile per linger window.
+    messages = expected // len(traffic.STATUSES)
     scripts = sum(commands.get(c, 0) for c in ("evalsha", "eval"))
 
     return Latency(
@@ -97,28 +97,13 @@ def run(
         p99_ms=traffic.percentile(latencies, 99),
         max_ms=max(latencies, default=float("nan")),
         linger_ms=linger_ms,
-        posts_per_window=_posts_per_window(spans, seconds, rate),
+        posts_per_window=len(batches) / messages if messages else 0.0,
         events_per_post=events / len(batches) if batches else 0.0,
         commands_per_event=sum(commands.values()) / events if events else 0.0,
         scripts_per_event=scripts / events if events else 0.0,
         worker_rss_mb=rss.peak_kb / 1024,
         commands=commands,
     )
-
-
-def _posts_per_window(
-    posts: dict[str, list[float]], seconds: float, rate: float
-) -> float:
-    """POSTs a profile got per message: each message's callbacks fit in one window.
-
-    A message's three callbacks arrive within 0.4 s, well inside one linger
-    window, and a customer's next message comes seconds later; so one POST per
-    message is one POST per profile per linger window.
-    """
-    messages = int(rate * seconds / len(traffic.STATUSES))
-    total = sum(len(times) for times in posts.values())
-
-    return total / messages if messages else 0.0
 
 
 def _wait_for(api: str, events: int, timeout: float) -> list[dict[str, Any]]:
@@ -173,8 +158,3 @@ def _rss_kb(pid: int) -> int:
         pass
 
     return 0
-
-
-def as_json(figures: Latency) -> str:
-    """Return the figures as JSON, for the run's record."""
-    return json.dumps(figures.__dict__, indent=1, default=str)

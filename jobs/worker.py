@@ -264,7 +264,7 @@ def run() -> None:
             # scheduler), before its own loop that catches this: leave as it does.
             with contextlib.suppress(RedisError):
                 worker.teardown()
-        if worker.stopping or _stop_asked.is_set():
+        if _stop_asked.is_set():  # any worker's SIGTERM, this one's included
             return
         # A Redis that answers PING but refuses writes (out of memory, a read-only
         # replica) would otherwise restart us in a tight loop.
